@@ -1,0 +1,951 @@
+# cython: language_level=3
+"""Compiled core of lbsdispatch: a kd-tree over 3-D unit vectors.
+
+Geometry
+--------
+Every point (latitude, longitude in WGS-84 degrees) is placed on the unit
+sphere: x = cos(lat)cos(lon), y = cos(lat)sin(lon), z = sin(lat).  The chord
+between two such points is monotone in their great-circle distance, so a
+Euclidean kd-tree in 3-D answers exact great-circle nearest-neighbour queries
+with no special case at the poles or across the antimeridian.  Distances are
+reported in metres on the sphere of mean radius R = 6,371,008.8 m.
+
+Tie rule (the one place it is defined)
+--------------------------------------
+Candidates are ordered by (squared chord, rank), where ``rank`` is the
+position of the leader's id in the sorted ids.  Among leaders at the same
+distance, the one with the smaller id therefore always comes first, whatever
+order the leaders were given in and however the tree happened to split them.
+The search never prunes a node whose lower bound equals the current best (it
+keeps a tiny relative slack), so an equal-distance leader with a smaller id in
+another node is always seen.
+
+Layout
+------
+The tree is stored in flat arrays in an implicit heap layout (children of node
+i at 2i+1 and 2i+2); points are permuted into tree order so that a leaf is a
+contiguous run.  Internal nodes split at the median along the axis of largest
+spread; the search keeps a per-axis offset to the splitting planes it crossed
+(an incremental lower bound), which is cheaper than bounding boxes.
+
+All loops run without the GIL on typed memoryviews / raw pointers and build no
+Python object per query.
+"""
+cimport cython
+from libc.math cimport sin, cos, asin, atan2, sqrt, M_PI, INFINITY
+from libc.stdint cimport int64_t, int32_t, uint64_t, INT64_MAX
+from libc.stdlib cimport malloc, realloc, free, qsort
+from libc.string cimport memcpy
+
+import numpy as np
+
+ctypedef Py_ssize_t intp
+
+cdef double EARTH_R = 6371008.8
+cdef double DEG = M_PI / 180.0
+# Relative and absolute slack on pruning bounds, so rounding in the
+# incremental lower bound never hides an exact tie (see the tie rule above).
+cdef double SLACK_REL = 1e-12
+cdef double SLACK_ABS = 1e-300
+
+EARTH_RADIUS_M = EARTH_R
+
+
+# ----------------------------------------------------------------------------
+# geometry helpers (pure math: noexcept nogil)
+# ----------------------------------------------------------------------------
+cdef inline void unit_vector(double lat, double lon, double* out) noexcept nogil:
+    cdef double la = lat * DEG
+    cdef double lo = lon * DEG
+    cdef double cl = cos(la)
+    out[0] = cl * cos(lo)
+    out[1] = cl * sin(lo)
+    out[2] = sin(la)
+
+
+cdef inline double chord2_to_m(double d2, const double* a, const double* b) noexcept nogil:
+    """Great-circle metres from a squared chord (and the two vectors).
+
+    asin is well conditioned below ~120 degrees; beyond, the atan2 form on the
+    vectors keeps full precision up to antipodal points.
+    """
+    cdef double cx, cy, cz, dot
+    if d2 < 3.0:
+        return 2.0 * EARTH_R * asin(0.5 * sqrt(d2))
+    cx = a[1] * b[2] - a[2] * b[1]
+    cy = a[2] * b[0] - a[0] * b[2]
+    cz = a[0] * b[1] - a[1] * b[0]
+    dot = a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+    return EARTH_R * atan2(sqrt(cx * cx + cy * cy + cz * cz), dot)
+
+
+cdef inline double m_to_chord2(double m) noexcept nogil:
+    """Squared chord of a great-circle distance in metres (clamped to the antipode)."""
+    cdef double half
+    if m >= M_PI * EARTH_R:
+        return 4.0
+    half = sin(0.5 * m / EARTH_R)
+    return 4.0 * half * half
+
+
+cdef inline double with_slack(double d2) noexcept nogil:
+    return d2 + d2 * SLACK_REL + SLACK_ABS
+
+
+def _unit_vectors(const double[::1] lat, const double[::1] lon):
+    """Unit vectors of validated coordinates, shape (n, 3)."""
+    cdef intp i, n = lat.shape[0]
+    out = np.empty((n, 3), dtype=np.float64)
+    cdef double[:, ::1] o = out
+    with nogil:
+        for i in range(n):
+            unit_vector(lat[i], lon[i], &o[i, 0])
+    return out
+
+
+def _chord2_to_m(double d2):
+    """Metres of a squared chord below 3 (test helper)."""
+    cdef double a[3]
+    return chord2_to_m(d2, a, a)
+
+
+def _m_to_chord2(double m):
+    """Squared chord of a distance in metres (test helper)."""
+    return m_to_chord2(m)
+
+
+# ----------------------------------------------------------------------------
+# input checks: find the first bad row without the GIL, format outside it
+# ----------------------------------------------------------------------------
+cdef intp first_bad_coord(const double* lat, const double* lon, intp n,
+                          int* what) noexcept nogil:
+    """Index of the first invalid (lat, lon) row, or -1; ``what`` says why.
+
+    what: 1 lat not finite, 2 lon not finite, 3 lat out of range, 4 lon out of range.
+    """
+    cdef intp i
+    cdef double a, b
+    for i in range(n):
+        a = lat[i]
+        b = lon[i]
+        # NaN fails every comparison, infinities fail the range test; sort
+        # out which afterwards (this branch is never hot).
+        if not (a >= -90.0 and a <= 90.0 and b >= -180.0 and b <= 180.0):
+            if a != a or a == INFINITY or a == -INFINITY:
+                what[0] = 1
+            elif not (a >= -90.0 and a <= 90.0):
+                what[0] = 3
+            elif b != b or b == INFINITY or b == -INFINITY:
+                what[0] = 2
+            else:
+                what[0] = 4
+            return i
+    return -1
+
+
+cdef object coord_error(intp row, int what, double lat, double lon, bint scalar):
+    where = "" if scalar else f"[{row}]"
+    if what == 1:
+        return ValueError(f"lat{where} = {lat!r}: coordinates must be finite")
+    if what == 2:
+        return ValueError(f"lon{where} = {lon!r}: coordinates must be finite")
+    if what == 3:
+        return ValueError(f"lat{where} = {lat!r} is outside [-90, 90]")
+    return ValueError(f"lon{where} = {lon!r} is outside [-180, 180]")
+
+
+def check_coordinates(const double[::1] lat, const double[::1] lon, str lat_name="lat",
+                      str lon_name="lon"):
+    """Raise ValueError naming the first row whose coordinates are not valid degrees."""
+    cdef int what = 0
+    cdef intp bad
+    cdef intp n = lat.shape[0]
+    if lon.shape[0] != n:
+        raise ValueError(f"{lat_name} and {lon_name} have different lengths "
+                         f"({n} and {lon.shape[0]})")
+    if n == 0:
+        return
+    with nogil:
+        bad = first_bad_coord(&lat[0], &lon[0], n, &what)
+    if bad >= 0:
+        err = coord_error(bad, what, lat[bad], lon[bad], False)
+        msg = str(err).replace("lat[", lat_name + "[", 1).replace("lon[", lon_name + "[", 1)
+        raise ValueError(msg)
+
+
+# ----------------------------------------------------------------------------
+# the tree
+# ----------------------------------------------------------------------------
+cdef struct Tree:
+    const double* pts      # (n, 3) unit vectors in tree order
+    const int64_t* rank    # tie rank of each point, tree order
+    const intp* start      # first point of each node
+    const intp* end        # one past the last point of each node
+    const int32_t* dim     # split axis of each internal node
+    const double* split    # split value of each internal node
+    intp n
+    intp first_leaf        # nodes >= first_leaf are leaves
+
+
+cdef struct Best1:
+    double d2
+    double bound           # d2 with slack: prune only nodes strictly beyond it
+    int64_t rank
+    intp pos
+
+
+cdef void nn1(const Tree* t, intp node, const double* q, double rd, double* off,
+              Best1* b) noexcept nogil:
+    """Nearest point to q below ``node`` (lower bound ``rd``), into ``b``."""
+    cdef intp p, near, far
+    cdef int32_t d
+    cdef double dx, dy, dz, d2, diff, old, nrd
+    cdef const double* x
+    if node >= t.first_leaf:
+        x = t.pts + 3 * t.start[node]
+        for p in range(t.start[node], t.end[node]):
+            dx = q[0] - x[0]
+            dy = q[1] - x[1]
+            dz = q[2] - x[2]
+            x += 3
+            d2 = dx * dx + dy * dy + dz * dz
+            if d2 <= b.d2:
+                if d2 < b.d2 or t.rank[p] < b.rank:
+                    b.d2 = d2
+                    b.bound = with_slack(d2)
+                    b.rank = t.rank[p]
+                    b.pos = p
+        return
+    d = t.dim[node]
+    diff = q[d] - t.split[node]
+    if diff <= 0.0:
+        near = 2 * node + 1
+        far = near + 1
+    else:
+        far = 2 * node + 1
+        near = far + 1
+    nn1(t, near, q, rd, off, b)
+    old = off[d]
+    nrd = rd - old * old + diff * diff
+    if nrd <= b.bound:
+        off[d] = diff
+        nn1(t, far, q, nrd, off, b)
+        off[d] = old
+
+
+cdef struct Heap:
+    double* d2
+    int64_t* rank
+    intp* pos
+    intp size
+    intp k
+    double bound           # prune bound: worst kept d2 (with slack) once full
+
+
+cdef inline bint worse(double d2a, int64_t ra, double d2b, int64_t rb) noexcept nogil:
+    return d2a > d2b or (d2a == d2b and ra > rb)
+
+
+cdef void heap_push(Heap* h, double d2, int64_t r, intp p, double cap) noexcept nogil:
+    """Keep the k best (d2, rank); a max-heap on (d2, rank)."""
+    cdef intp i, c, parent
+    if h.size < h.k:
+        i = h.size
+        h.size += 1
+        while i > 0:
+            parent = (i - 1) >> 1
+            if not worse(d2, r, h.d2[parent], h.rank[parent]):
+                break
+            h.d2[i] = h.d2[parent]
+            h.rank[i] = h.rank[parent]
+            h.pos[i] = h.pos[parent]
+            i = parent
+        h.d2[i] = d2
+        h.rank[i] = r
+        h.pos[i] = p
+    else:
+        if not worse(h.d2[0], h.rank[0], d2, r):
+            return
+        i = 0
+        while True:
+            c = 2 * i + 1
+            if c >= h.k:
+                break
+            if c + 1 < h.k and worse(h.d2[c + 1], h.rank[c + 1], h.d2[c], h.rank[c]):
+                c += 1
+            if not worse(h.d2[c], h.rank[c], d2, r):
+                break
+            h.d2[i] = h.d2[c]
+            h.rank[i] = h.rank[c]
+            h.pos[i] = h.pos[c]
+            i = c
+        h.d2[i] = d2
+        h.rank[i] = r
+        h.pos[i] = p
+    if h.size == h.k:
+        h.bound = with_slack(h.d2[0])
+        if h.bound > cap:
+            h.bound = cap
+
+
+cdef void heap_sort(Heap* h) noexcept nogil:
+    """Sort the heap's arrays ascending by (d2, rank), in place."""
+    cdef intp n = h.size, i, c, j
+    cdef double d2
+    cdef int64_t r
+    cdef intp p
+    while n > 1:
+        n -= 1
+        # move the root (worst) to the end, sift the last element down
+        d2 = h.d2[n]; r = h.rank[n]; p = h.pos[n]
+        h.d2[n] = h.d2[0]; h.rank[n] = h.rank[0]; h.pos[n] = h.pos[0]
+        i = 0
+        while True:
+            c = 2 * i + 1
+            if c >= n:
+                break
+            if c + 1 < n and worse(h.d2[c + 1], h.rank[c + 1], h.d2[c], h.rank[c]):
+                c += 1
+            if not worse(h.d2[c], h.rank[c], d2, r):
+                break
+            h.d2[i] = h.d2[c]; h.rank[i] = h.rank[c]; h.pos[i] = h.pos[c]
+            i = c
+        h.d2[i] = d2; h.rank[i] = r; h.pos[i] = p
+
+
+cdef void knn(const Tree* t, intp node, const double* q, double rd, double* off,
+              Heap* h, double cap) noexcept nogil:
+    cdef intp p, near, far
+    cdef int32_t d
+    cdef double dx, dy, dz, d2, diff, old, nrd
+    cdef const double* x
+    if node >= t.first_leaf:
+        x = t.pts + 3 * t.start[node]
+        for p in range(t.start[node], t.end[node]):
+            dx = q[0] - x[0]
+            dy = q[1] - x[1]
+            dz = q[2] - x[2]
+            x += 3
+            d2 = dx * dx + dy * dy + dz * dz
+            if d2 <= h.bound:
+                heap_push(h, d2, t.rank[p], p, cap)
+        return
+    d = t.dim[node]
+    diff = q[d] - t.split[node]
+    if diff <= 0.0:
+        near = 2 * node + 1
+        far = near + 1
+    else:
+        far = 2 * node + 1
+        near = far + 1
+    knn(t, near, q, rd, off, h, cap)
+    old = off[d]
+    nrd = rd - old * old + diff * diff
+    if nrd <= h.bound:
+        off[d] = diff
+        knn(t, far, q, nrd, off, h, cap)
+        off[d] = old
+
+
+cdef struct Hits:
+    double* d2
+    int64_t* rank
+    intp* pos
+    intp size
+    intp cap
+    bint failed
+
+
+cdef void hits_add(Hits* h, double d2, int64_t r, intp p) noexcept nogil:
+    cdef intp ncap
+    cdef void* a
+    cdef void* b
+    cdef void* c
+    if h.failed:
+        return
+    if h.size == h.cap:
+        ncap = 2 * h.cap + 64
+        a = realloc(h.d2, ncap * sizeof(double))
+        if a != NULL:
+            h.d2 = <double*>a
+        b = realloc(h.rank, ncap * sizeof(int64_t))
+        if b != NULL:
+            h.rank = <int64_t*>b
+        c = realloc(h.pos, ncap * sizeof(intp))
+        if c != NULL:
+            h.pos = <intp*>c
+        if a == NULL or b == NULL or c == NULL:
+            h.failed = True
+            return
+        h.cap = ncap
+    h.d2[h.size] = d2
+    h.rank[h.size] = r
+    h.pos[h.size] = p
+    h.size += 1
+
+
+cdef void ball(const Tree* t, intp node, const double* q, double rd, double* off,
+               double r2, Hits* out) noexcept nogil:
+    cdef intp p, near, far
+    cdef int32_t d
+    cdef double dx, dy, dz, d2, diff, old, nrd
+    cdef const double* x
+    if node >= t.first_leaf:
+        x = t.pts + 3 * t.start[node]
+        for p in range(t.start[node], t.end[node]):
+            dx = q[0] - x[0]
+            dy = q[1] - x[1]
+            dz = q[2] - x[2]
+            x += 3
+            d2 = dx * dx + dy * dy + dz * dz
+            if d2 <= r2:
+                hits_add(out, d2, t.rank[p], p)
+        return
+    d = t.dim[node]
+    diff = q[d] - t.split[node]
+    if diff <= 0.0:
+        near = 2 * node + 1
+        far = near + 1
+    else:
+        far = 2 * node + 1
+        near = far + 1
+    ball(t, near, q, rd, off, r2, out)
+    old = off[d]
+    nrd = rd - old * old + diff * diff
+    if nrd <= r2:
+        off[d] = diff
+        ball(t, far, q, nrd, off, r2, out)
+        off[d] = old
+
+
+# ---- building --------------------------------------------------------------
+cdef void select_median(intp* idx, intp lo, intp hi, intp m, const double* xyz,
+                        int32_t d) noexcept nogil:
+    """Partially sort idx[lo:hi] so idx[m] holds the median along axis d (Hoare quickselect)."""
+    cdef intp i, j, t, mid
+    cdef double pivot, a, b, c
+    hi -= 1
+    while hi > lo:
+        mid = lo + (hi - lo) // 2
+        # median of three as the pivot: deterministic and safe on sorted input
+        a = xyz[3 * idx[lo] + d]
+        b = xyz[3 * idx[mid] + d]
+        c = xyz[3 * idx[hi] + d]
+        if a < b:
+            pivot = b if b < c else (c if a < c else a)
+        else:
+            pivot = a if a < c else (c if b < c else b)
+        i = lo
+        j = hi
+        while i <= j:
+            while xyz[3 * idx[i] + d] < pivot:
+                i += 1
+            while xyz[3 * idx[j] + d] > pivot:
+                j -= 1
+            if i <= j:
+                t = idx[i]; idx[i] = idx[j]; idx[j] = t
+                i += 1
+                j -= 1
+        if m <= j:
+            hi = j
+        elif m >= i:
+            lo = i
+        else:
+            return
+
+
+cdef void build_tree(const double* xyz, intp* idx, intp n, intp n_nodes, intp first_leaf,
+                     intp* start, intp* end, int32_t* dim, double* split) noexcept nogil:
+    cdef intp node, s, e, m, i
+    cdef int32_t d, best_d
+    cdef double lo[3]
+    cdef double hi[3]
+    cdef double v, spread, best_spread
+    start[0] = 0
+    end[0] = n
+    for node in range(first_leaf):
+        s = start[node]
+        e = end[node]
+        best_d = 0
+        if e > s:
+            for d in range(3):
+                lo[d] = xyz[3 * idx[s] + d]
+                hi[d] = lo[d]
+            for i in range(s + 1, e):
+                for d in range(3):
+                    v = xyz[3 * idx[i] + d]
+                    if v < lo[d]:
+                        lo[d] = v
+                    if v > hi[d]:
+                        hi[d] = v
+            best_spread = -1.0
+            for d in range(3):
+                spread = hi[d] - lo[d]
+                if spread > best_spread:
+                    best_spread = spread
+                    best_d = d
+        m = s + (e - s) // 2
+        dim[node] = best_d
+        if e > s:
+            select_median(idx, s, e, m, xyz, best_d)
+            split[node] = xyz[3 * idx[m] + best_d]
+        else:
+            split[node] = 0.0
+        start[2 * node + 1] = s
+        end[2 * node + 1] = m
+        start[2 * node + 2] = m
+        end[2 * node + 2] = e
+
+
+cdef class _LeaderTree:
+    """Compiled kd-tree over leaders; see :class:`lbsdispatch.LeaderIndex`."""
+
+    cdef Tree t
+    cdef readonly intp n_leaders
+    cdef readonly intp leafsize
+    cdef readonly object lat
+    cdef readonly object lon
+    cdef readonly object ids
+    # tree-order arrays (kept alive here; Tree holds raw pointers into them)
+    cdef readonly object _pts
+    cdef readonly object _perm
+    cdef readonly object _rank
+    cdef object _start, _end, _dim, _split
+    cdef const intp[::1] perm_v
+    cdef const int64_t[::1] rank_orig_v
+
+    def __init__(self, lat, lon, ids=None, leafsize=16):
+        lat_a = _as_coords(lat, "lat")
+        lon_a = _as_coords(lon, "lon")
+        if lat_a.shape[0] != lon_a.shape[0]:
+            raise ValueError(f"lat and lon have different lengths "
+                             f"({lat_a.shape[0]} and {lon_a.shape[0]})")
+        check_coordinates(lat_a, lon_a)
+        try:
+            ls = int(leafsize)
+        except (TypeError, ValueError):
+            raise ValueError(f"leafsize must be an integer >= 1, got {leafsize!r}") from None
+        if ls != leafsize or ls < 1:
+            raise ValueError(f"leafsize must be an integer >= 1, got {leafsize!r}")
+        n = lat_a.shape[0]
+        ids_a, rank = _ranks(ids, n)
+        lat_a.setflags(write=False)
+        lon_a.setflags(write=False)
+        self.lat = lat_a
+        self.lon = lon_a
+        self.ids = ids_a
+        self.leafsize = ls
+        self.n_leaders = n
+        self._build(lat_a, lon_a, rank)
+
+    cdef _build(self, const double[::1] lat, const double[::1] lon, const int64_t[::1] rank):
+        cdef intp n = lat.shape[0]
+        cdef intp levels = 1, leaves = 1
+        while leaves * self.leafsize < n:
+            leaves *= 2
+            levels += 1
+        cdef intp n_nodes = 2 * leaves - 1
+        cdef intp first_leaf = leaves - 1
+        xyz = _unit_vectors(lat, lon)
+        perm = np.arange(n, dtype=np.intp)
+        start = np.zeros(n_nodes, dtype=np.intp)
+        end = np.zeros(n_nodes, dtype=np.intp)
+        dim = np.zeros(max(first_leaf, 1), dtype=np.int32)
+        split = np.zeros(max(first_leaf, 1), dtype=np.float64)
+        cdef const double[:, ::1] xv = xyz
+        cdef intp[::1] pv = perm
+        cdef intp[::1] sv = start
+        cdef intp[::1] ev = end
+        cdef int32_t[::1] dv = dim
+        cdef double[::1] spv = split
+        if n > 0:
+            with nogil:
+                build_tree(&xv[0, 0], &pv[0], n, n_nodes, first_leaf, &sv[0], &ev[0],
+                           &dv[0], &spv[0])
+        pts = np.ascontiguousarray(xyz[perm])
+        trank = np.ascontiguousarray(np.asarray(rank)[perm])
+        self._pts, self._perm, self._rank = pts, perm, trank
+        self._start, self._end, self._dim, self._split = start, end, dim, split
+        self.perm_v = perm
+        self.rank_orig_v = rank
+        cdef const double[:, ::1] ptv = pts
+        cdef const int64_t[::1] rv = trank
+        self.t.n = n
+        self.t.first_leaf = first_leaf
+        self.t.pts = &ptv[0, 0] if n > 0 else NULL
+        self.t.rank = &rv[0] if n > 0 else NULL
+        self.t.start = &sv[0]
+        self.t.end = &ev[0]
+        self.t.dim = &dv[0]
+        self.t.split = &spv[0]
+
+    # -- queries ------------------------------------------------------------
+    def query(self, lat, lon, k=1, max_distance_m=None, workers=1):
+        """Find the ``k`` nearest leaders of each point.
+
+        Parameters
+        ----------
+        lat, lon : float or array_like of float, shape (n,)
+            Query points, WGS-84 degrees.
+        k : int, default 1
+            Number of neighbours per point.
+        max_distance_m : float, optional
+            Neighbours farther than this (metres) are reported missing.
+        workers : int, default 1
+            Threads for large batches; -1 uses every core.
+
+        Returns
+        -------
+        distance_m : float or ndarray, shape (n,) for k=1, (n, k) otherwise
+            Great-circle distances in metres, ascending along each row.
+        index : int or ndarray of intp, same shape
+            Positions of the leaders; ``n_leaders`` where there is none.
+
+        Raises
+        ------
+        ValueError
+            For non-finite or out-of-range coordinates (naming the first bad
+            row), mismatched lengths, ``k < 1`` or a negative distance.
+        """
+        cdef double la, lo, cap, d
+        cdef double q[3]
+        cdef double off[3]
+        cdef Best1 b
+        cdef int what = 0
+        # Online fast path: one point, k=1.  No array is built.
+        if (k is 1 or (type(k) is int and k == 1)) and \
+                (type(lat) is float or type(lat) is int or isinstance(lat, float)) and \
+                (type(lon) is float or type(lon) is int or isinstance(lon, float)):
+            la = lat
+            lo = lon
+            if first_bad_coord(&la, &lo, 1, &what) >= 0:
+                raise coord_error(0, what, la, lo, True)
+            cap = INFINITY
+            if max_distance_m is not None:
+                cap = _max_distance(max_distance_m)
+            if self.t.n == 0:
+                return INFINITY, self.n_leaders
+            unit_vector(la, lo, q)
+            off[0] = off[1] = off[2] = 0.0
+            b.d2 = with_slack(m_to_chord2(cap)) if cap != INFINITY else INFINITY
+            b.bound = b.d2
+            b.rank = INT64_MAX
+            b.pos = -1
+            nn1(&self.t, 0, q, 0.0, off, &b)
+            if b.pos < 0:
+                return INFINITY, self.n_leaders
+            d = chord2_to_m(b.d2, q, self.t.pts + 3 * b.pos)
+            if d > cap:
+                return INFINITY, self.n_leaders
+            return d, self.perm_v[b.pos]
+        return self._query_arrays(lat, lon, k, max_distance_m, workers)
+
+    def _query_arrays(self, lat, lon, k, max_distance_m, workers):
+        lat_a, lon_a, scalar = _as_points(lat, lon)
+        kk = _check_k(k)
+        cap = INFINITY if max_distance_m is None else _max_distance(max_distance_m)
+        nw = _check_workers(workers)
+        n = lat_a.shape[0]
+        dist = np.empty((n, kk), dtype=np.float64)
+        idx = np.empty((n, kk), dtype=np.intp)
+        _run_chunks(self._knn_chunk, n, nw, (lat_a, lon_a, kk, cap, dist, idx))
+        if kk == 1 and not (isinstance(k, (list, tuple))):
+            dist = dist[:, 0]
+            idx = idx[:, 0]
+        if scalar:
+            return (float(dist[0]), int(idx[0])) if dist.ndim == 1 else (dist[0], idx[0])
+        return dist, idx
+
+    def _knn_chunk(self, const double[::1] lat, const double[::1] lon, intp k, double cap,
+                   double[:, ::1] dist, intp[:, ::1] idx, intp lo, intp hi):
+        """Fill rows lo:hi of dist/idx with the k nearest leaders (validated input)."""
+        cdef intp i, j, kk, missing = self.n_leaders
+        cdef double q[3]
+        cdef double off[3]
+        cdef double capc = with_slack(m_to_chord2(cap)) if cap != INFINITY else INFINITY
+        cdef double d
+        cdef Best1 b
+        cdef Heap h
+        kk = k if k < self.t.n else self.t.n
+        h.k = kk
+        h.d2 = <double*>malloc((kk + 1) * sizeof(double))
+        h.rank = <int64_t*>malloc((kk + 1) * sizeof(int64_t))
+        h.pos = <intp*>malloc((kk + 1) * sizeof(intp))
+        if h.d2 == NULL or h.rank == NULL or h.pos == NULL:
+            free(h.d2); free(h.rank); free(h.pos)
+            raise MemoryError()
+        try:
+            with nogil:
+                for i in range(lo, hi):
+                    unit_vector(lat[i], lon[i], q)
+                    off[0] = off[1] = off[2] = 0.0
+                    if k == 1:
+                        b.d2 = capc
+                        b.bound = capc
+                        b.rank = INT64_MAX
+                        b.pos = -1
+                        if self.t.n > 0:
+                            nn1(&self.t, 0, q, 0.0, off, &b)
+                        if b.pos >= 0:
+                            d = chord2_to_m(b.d2, q, self.t.pts + 3 * b.pos)
+                            if d <= cap:
+                                dist[i, 0] = d
+                                idx[i, 0] = self.perm_v[b.pos]
+                                continue
+                        dist[i, 0] = INFINITY
+                        idx[i, 0] = missing
+                        continue
+                    h.size = 0
+                    h.bound = capc
+                    if kk > 0:
+                        knn(&self.t, 0, q, 0.0, off, &h, capc)
+                    heap_sort(&h)
+                    for j in range(k):
+                        if j < h.size:
+                            d = chord2_to_m(h.d2[j], q, self.t.pts + 3 * h.pos[j])
+                            if d <= cap:
+                                dist[i, j] = d
+                                idx[i, j] = self.perm_v[h.pos[j]]
+                                continue
+                        dist[i, j] = INFINITY
+                        idx[i, j] = missing
+        finally:
+            free(h.d2); free(h.rank); free(h.pos)
+
+    def _ball_chunk(self, const double[::1] lat, const double[::1] lon, const double[::1] r_m,
+                    intp lo, intp hi):
+        """Leaders within r_m[i] of rows lo:hi, as CSR (counts, distances, indices)."""
+        cdef intp i, j, base
+        cdef double q[3]
+        cdef double off[3]
+        cdef double r2, d
+        cdef Hits h
+        cdef bint failed = False
+        counts = np.zeros(hi - lo, dtype=np.intp)
+        cdef intp[::1] cv = counts
+        cdef intp total = 0
+        cdef double* od = NULL
+        cdef intp* oi = NULL
+        cdef intp on = 0, ocap = 0
+        cdef void* tmp
+        h.d2 = NULL; h.rank = NULL; h.pos = NULL; h.cap = 0; h.failed = False
+        try:
+            with nogil:
+                for i in range(lo, hi):
+                    unit_vector(lat[i], lon[i], q)
+                    off[0] = off[1] = off[2] = 0.0
+                    h.size = 0
+                    r2 = with_slack(m_to_chord2(r_m[i]))
+                    if self.t.n > 0:
+                        ball(&self.t, 0, q, 0.0, off, r2, &h)
+                    if h.failed:
+                        failed = True
+                        break
+                    sort_hits(&h)
+                    if on + h.size > ocap:
+                        ocap = 2 * (on + h.size) + 64
+                        tmp = realloc(od, ocap * sizeof(double))
+                        if tmp == NULL:
+                            failed = True
+                            break
+                        od = <double*>tmp
+                        tmp = realloc(oi, ocap * sizeof(intp))
+                        if tmp == NULL:
+                            failed = True
+                            break
+                        oi = <intp*>tmp
+                    base = on
+                    for j in range(h.size):
+                        d = chord2_to_m(h.d2[j], q, self.t.pts + 3 * h.pos[j])
+                        if d <= r_m[i]:
+                            od[on] = d
+                            oi[on] = self.perm_v[h.pos[j]]
+                            on += 1
+                    cv[i - lo] = on - base
+            if failed:
+                raise MemoryError("query_radius: out of memory collecting neighbours")
+            dist = np.empty(on, dtype=np.float64)
+            idx = np.empty(on, dtype=np.intp)
+            if on > 0:
+                memcpy(_ptr_d(dist), od, on * sizeof(double))
+                memcpy(_ptr_i(idx), oi, on * sizeof(intp))
+            return counts, dist, idx
+        finally:
+            free(h.d2); free(h.rank); free(h.pos); free(od); free(oi)
+
+    def __reduce__(self):
+        return (type(self), (self.lat, self.lon, self.ids, self.leafsize))
+
+
+cdef double* _ptr_d(double[::1] a):
+    return &a[0]
+
+
+cdef intp* _ptr_i(intp[::1] a):
+    return &a[0]
+
+
+cdef struct HitRec:
+    double d2
+    int64_t rank
+    intp pos
+
+
+cdef int cmp_hit(const void* a, const void* b) noexcept nogil:
+    cdef const HitRec* x = <const HitRec*>a
+    cdef const HitRec* y = <const HitRec*>b
+    if x.d2 < y.d2:
+        return -1
+    if x.d2 > y.d2:
+        return 1
+    if x.rank < y.rank:
+        return -1
+    if x.rank > y.rank:
+        return 1
+    return 0
+
+
+cdef void sort_hits(Hits* h) noexcept nogil:
+    """Sort hits by (d2, rank) through a temporary record array."""
+    cdef intp i, n = h.size
+    cdef HitRec* rec
+    if n < 2:
+        return
+    rec = <HitRec*>malloc(n * sizeof(HitRec))
+    if rec == NULL:
+        h.failed = True
+        return
+    for i in range(n):
+        rec[i].d2 = h.d2[i]
+        rec[i].rank = h.rank[i]
+        rec[i].pos = h.pos[i]
+    qsort(rec, n, sizeof(HitRec), cmp_hit)
+    for i in range(n):
+        h.d2[i] = rec[i].d2
+        h.rank[i] = rec[i].rank
+        h.pos[i] = rec[i].pos
+    free(rec)
+
+
+# ----------------------------------------------------------------------------
+# Python-side coercion shared by the queries (not hot: once per call)
+# ----------------------------------------------------------------------------
+def _as_coords(x, name):
+    """A 1-D contiguous float64 array of ``x``; ValueError naming ``name`` otherwise."""
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be numbers in degrees: {e}") from None
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of degrees, got shape {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def _as_points(lat, lon):
+    """Validated query coordinates: (lat, lon, was_scalar)."""
+    scalar = np.ndim(lat) == 0 and np.ndim(lon) == 0
+    if scalar:
+        lat = [lat]
+        lon = [lon]
+    lat_a = _as_coords(lat, "lat")
+    lon_a = _as_coords(lon, "lon")
+    if lat_a.shape[0] != lon_a.shape[0]:
+        raise ValueError(f"lat and lon have different lengths "
+                         f"({lat_a.shape[0]} and {lon_a.shape[0]})")
+    if scalar:
+        la = float(lat_a[0])
+        lo = float(lon_a[0])
+        err = _scalar_error(la, lo)
+        if err is not None:
+            raise err
+    else:
+        check_coordinates(lat_a, lon_a)
+    return lat_a, lon_a, scalar
+
+
+def _scalar_error(double la, double lo):
+    cdef int what = 0
+    if first_bad_coord(&la, &lo, 1, &what) >= 0:
+        return coord_error(0, what, la, lo, True)
+    return None
+
+
+def _check_k(k):
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    if k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    return int(k)
+
+
+def _max_distance(m):
+    try:
+        v = float(m)
+    except (TypeError, ValueError):
+        raise ValueError(f"max_distance_m must be a number of metres, got {m!r}") from None
+    if v != v or v < 0:
+        raise ValueError(f"max_distance_m must be >= 0, got {m!r}")
+    return v
+
+
+def _check_workers(workers):
+    import os
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)):
+        raise ValueError(f"workers must be an integer (-1 for all cores), got {workers!r}")
+    w = int(workers)
+    if w == -1 or w < -1:
+        if w < -1:
+            raise ValueError(f"workers must be >= 1 or -1, got {workers!r}")
+        w = os.cpu_count() or 1
+    if w == 0:
+        raise ValueError("workers must be >= 1 or -1, got 0")
+    return w
+
+
+# Below this many rows per thread, threads cost more than they save.
+_MIN_ROWS_PER_WORKER = 2048
+
+
+def _run_chunks(fn, n, workers, args):
+    """Call fn(*args, lo, hi) over [0, n) split into ``workers`` contiguous chunks."""
+    nchunks = min(workers, max(1, n // _MIN_ROWS_PER_WORKER))
+    if nchunks <= 1:
+        return [fn(*args, 0, n)]
+    from concurrent.futures import ThreadPoolExecutor
+    bounds = np.linspace(0, n, nchunks + 1).astype(np.intp)
+    with ThreadPoolExecutor(nchunks) as ex:
+        futs = [ex.submit(fn, *args, int(bounds[i]), int(bounds[i + 1])) for i in range(nchunks)]
+        return [f.result() for f in futs]
+
+
+def _ranks(ids, n):
+    """(ids array, rank array): rank is each id's position among the sorted ids."""
+    if ids is None:
+        ids_a = np.arange(n, dtype=np.int64)
+        return ids_a, ids_a.copy()
+    ids_a = np.asarray(ids)
+    if ids_a.ndim != 1 or ids_a.shape[0] != n:
+        raise ValueError(f"ids must be a 1-D sequence of {n} ids, got shape {ids_a.shape}")
+    if ids_a.dtype.kind == "O":
+        kinds = {type(v) for v in ids_a.tolist()}
+        if all(issubclass(t, str) for t in kinds):
+            ids_a = ids_a.astype(str)
+        elif all(issubclass(t, (int, np.integer)) and not issubclass(t, bool) for t in kinds):
+            ids_a = ids_a.astype(np.int64)
+        else:
+            raise ValueError("ids must be all integers or all strings, got "
+                             + ", ".join(sorted(t.__name__ for t in kinds)))
+    if ids_a.dtype.kind not in "iuU":
+        raise ValueError(f"ids must be integers or strings, got dtype {ids_a.dtype}")
+    order = np.argsort(ids_a, kind="stable")
+    sorted_ids = ids_a[order]
+    if n > 1:
+        dup = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
+        if dup.size:
+            a, b = sorted(order[dup[0]:dup[0] + 2].tolist())
+            raise ValueError(f"ids[{b}] = {ids_a[b]!r} duplicates ids[{a}]")
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n, dtype=np.int64)
+    ids_a = ids_a.copy()
+    ids_a.setflags(write=False)
+    return ids_a, rank
