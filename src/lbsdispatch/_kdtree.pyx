@@ -185,6 +185,16 @@ cdef struct Tree:
     const double* split    # split value of each internal node
     intp n
     intp first_leaf        # nodes >= first_leaf are leaves
+    double rot[9]          # frame of the tree: rows are its x, y, z axes
+
+
+cdef inline void tree_vector(const Tree* t, double lat, double lon, double* out) noexcept nogil:
+    """Unit vector of (lat, lon) in the tree's frame."""
+    cdef double u[3]
+    unit_vector(lat, lon, u)
+    out[0] = t.rot[0] * u[0] + t.rot[1] * u[1] + t.rot[2] * u[2]
+    out[1] = t.rot[3] * u[0] + t.rot[4] * u[1] + t.rot[5] * u[2]
+    out[2] = t.rot[6] * u[0] + t.rot[7] * u[1] + t.rot[8] * u[2]
 
 
 cdef struct Best1:
@@ -194,20 +204,52 @@ cdef struct Best1:
     intp pos
 
 
-cdef void nn1(const Tree* t, intp node, const double* q, double rd, double* off,
-              Best1* b) noexcept nogil:
-    """Nearest point to q below ``node`` (lower bound ``rd``), into ``b``."""
-    cdef intp p, near, far
+# Deepest path a search can take: the tree has at most ~2^40 leaves.
+DEF MAX_DEPTH = 64
+
+
+cdef struct Frame:
+    intp node
+    double rd              # lower bound of the squared chord to the node
+    double off[3]          # per-axis offsets to the splitting planes crossed
+
+
+cdef void nn1(const Tree* t, const double* q, Best1* b) noexcept nogil:
+    """Nearest point to q, into ``b`` (which holds the bound to start from).
+
+    Depth-first, near child first, with an explicit stack: each pushed far
+    child carries its incremental lower bound, and is dropped when popped if
+    the best has since moved below it.
+    """
+    cdef Frame stack[MAX_DEPTH]
+    cdef intp top = 0, node = 0, p, end, near
     cdef int32_t d
-    cdef double dx, dy, dz, d2, diff, old, nrd
+    cdef double dx, dy, dz, d2, diff, rd = 0.0, nrd
+    cdef double off0 = 0.0, off1 = 0.0, off2 = 0.0, old
     cdef const double* x
-    if node >= t.first_leaf:
-        x = t.pts + 3 * t.start[node]
-        for p in range(t.start[node], t.end[node]):
+    while True:
+        while node < t.first_leaf:
+            d = t.dim[node]
+            diff = q[d] - t.split[node]
+            near = 2 * node + 1 + (diff > 0.0)
+            old = off0 if d == 0 else (off1 if d == 1 else off2)
+            nrd = rd - old * old + diff * diff
+            if nrd <= b.bound:
+                stack[top].node = 4 * node + 3 - near     # the sibling of near
+                stack[top].rd = nrd
+                stack[top].off[0] = off0
+                stack[top].off[1] = off1
+                stack[top].off[2] = off2
+                stack[top].off[d] = diff
+                top += 1
+            node = near
+        p = t.start[node]
+        end = t.end[node]
+        x = t.pts + 3 * p
+        while p < end:
             dx = q[0] - x[0]
             dy = q[1] - x[1]
             dz = q[2] - x[2]
-            x += 3
             d2 = dx * dx + dy * dy + dz * dz
             if d2 <= b.d2:
                 if d2 < b.d2 or t.rank[p] < b.rank:
@@ -215,26 +257,23 @@ cdef void nn1(const Tree* t, intp node, const double* q, double rd, double* off,
                     b.bound = with_slack(d2)
                     b.rank = t.rank[p]
                     b.pos = p
-        return
-    d = t.dim[node]
-    diff = q[d] - t.split[node]
-    if diff <= 0.0:
-        near = 2 * node + 1
-        far = near + 1
-    else:
-        far = 2 * node + 1
-        near = far + 1
-    nn1(t, near, q, rd, off, b)
-    old = off[d]
-    nrd = rd - old * old + diff * diff
-    if nrd <= b.bound:
-        off[d] = diff
-        nn1(t, far, q, nrd, off, b)
-        off[d] = old
+            x += 3
+            p += 1
+        while True:
+            if top == 0:
+                return
+            top -= 1
+            if stack[top].rd <= b.bound:
+                break
+        node = stack[top].node
+        rd = stack[top].rd
+        off0 = stack[top].off[0]
+        off1 = stack[top].off[1]
+        off2 = stack[top].off[2]
 
 
-cdef struct Heap:
-    double* d2
+cdef struct KBest:
+    double* d2             # the k best so far, ascending by (d2, rank)
     int64_t* rank
     intp* pos
     intp size
@@ -242,109 +281,162 @@ cdef struct Heap:
     double bound           # prune bound: worst kept d2 (with slack) once full
 
 
-cdef inline bint worse(double d2a, int64_t ra, double d2b, int64_t rb) noexcept nogil:
-    return d2a > d2b or (d2a == d2b and ra > rb)
-
-
-cdef void heap_push(Heap* h, double d2, int64_t r, intp p, double cap) noexcept nogil:
-    """Keep the k best (d2, rank); a max-heap on (d2, rank)."""
-    cdef intp i, c, parent
-    if h.size < h.k:
-        i = h.size
-        h.size += 1
-        while i > 0:
-            parent = (i - 1) >> 1
-            if not worse(d2, r, h.d2[parent], h.rank[parent]):
-                break
-            h.d2[i] = h.d2[parent]
-            h.rank[i] = h.rank[parent]
-            h.pos[i] = h.pos[parent]
-            i = parent
-        h.d2[i] = d2
-        h.rank[i] = r
-        h.pos[i] = p
-    else:
-        if not worse(h.d2[0], h.rank[0], d2, r):
+cdef inline void kbest_add(KBest* h, double d2, int64_t r, intp p) noexcept nogil:
+    """Insert (d2, rank) into the sorted list of the k best, dropping the worst."""
+    cdef intp i = h.size
+    if i == h.k:
+        if not (d2 < h.d2[i - 1] or (d2 == h.d2[i - 1] and r < h.rank[i - 1])):
             return
-        i = 0
-        while True:
-            c = 2 * i + 1
-            if c >= h.k:
-                break
-            if c + 1 < h.k and worse(h.d2[c + 1], h.rank[c + 1], h.d2[c], h.rank[c]):
-                c += 1
-            if not worse(h.d2[c], h.rank[c], d2, r):
-                break
-            h.d2[i] = h.d2[c]
-            h.rank[i] = h.rank[c]
-            h.pos[i] = h.pos[c]
-            i = c
-        h.d2[i] = d2
-        h.rank[i] = r
-        h.pos[i] = p
+        i -= 1
+    else:
+        h.size += 1
+    while i > 0 and (d2 < h.d2[i - 1] or (d2 == h.d2[i - 1] and r < h.rank[i - 1])):
+        h.d2[i] = h.d2[i - 1]
+        h.rank[i] = h.rank[i - 1]
+        h.pos[i] = h.pos[i - 1]
+        i -= 1
+    h.d2[i] = d2
+    h.rank[i] = r
+    h.pos[i] = p
     if h.size == h.k:
-        h.bound = with_slack(h.d2[0])
-        if h.bound > cap:
-            h.bound = cap
+        h.bound = with_slack(h.d2[h.k - 1])
 
 
-cdef void heap_sort(Heap* h) noexcept nogil:
-    """Sort the heap's arrays ascending by (d2, rank), in place."""
-    cdef intp n = h.size, i, c, j
-    cdef double d2
-    cdef int64_t r
-    cdef intp p
-    while n > 1:
-        n -= 1
-        # move the root (worst) to the end, sift the last element down
-        d2 = h.d2[n]; r = h.rank[n]; p = h.pos[n]
-        h.d2[n] = h.d2[0]; h.rank[n] = h.rank[0]; h.pos[n] = h.pos[0]
-        i = 0
-        while True:
-            c = 2 * i + 1
-            if c >= n:
-                break
-            if c + 1 < n and worse(h.d2[c + 1], h.rank[c + 1], h.d2[c], h.rank[c]):
-                c += 1
-            if not worse(h.d2[c], h.rank[c], d2, r):
-                break
-            h.d2[i] = h.d2[c]; h.rank[i] = h.rank[c]; h.pos[i] = h.pos[c]
-            i = c
-        h.d2[i] = d2; h.rank[i] = r; h.pos[i] = p
-
-
-cdef void knn(const Tree* t, intp node, const double* q, double rd, double* off,
-              Heap* h, double cap) noexcept nogil:
-    cdef intp p, near, far
+cdef void knn(const Tree* t, const double* q, KBest* h) noexcept nogil:
+    """The k nearest points to q (h.bound holds the starting cap), same walk as nn1."""
+    cdef Frame stack[MAX_DEPTH]
+    cdef intp top = 0, node = 0, p, end, near
     cdef int32_t d
-    cdef double dx, dy, dz, d2, diff, old, nrd
+    cdef double dx, dy, dz, d2, diff, rd = 0.0, nrd
+    cdef double off0 = 0.0, off1 = 0.0, off2 = 0.0, old
     cdef const double* x
-    if node >= t.first_leaf:
-        x = t.pts + 3 * t.start[node]
-        for p in range(t.start[node], t.end[node]):
+    while True:
+        while node < t.first_leaf:
+            d = t.dim[node]
+            diff = q[d] - t.split[node]
+            near = 2 * node + 1 + (diff > 0.0)
+            old = off0 if d == 0 else (off1 if d == 1 else off2)
+            nrd = rd - old * old + diff * diff
+            if nrd <= h.bound:
+                stack[top].node = 4 * node + 3 - near
+                stack[top].rd = nrd
+                stack[top].off[0] = off0
+                stack[top].off[1] = off1
+                stack[top].off[2] = off2
+                stack[top].off[d] = diff
+                top += 1
+            node = near
+        p = t.start[node]
+        end = t.end[node]
+        x = t.pts + 3 * p
+        while p < end:
             dx = q[0] - x[0]
             dy = q[1] - x[1]
             dz = q[2] - x[2]
-            x += 3
             d2 = dx * dx + dy * dy + dz * dz
             if d2 <= h.bound:
-                heap_push(h, d2, t.rank[p], p, cap)
-        return
-    d = t.dim[node]
-    diff = q[d] - t.split[node]
-    if diff <= 0.0:
-        near = 2 * node + 1
-        far = near + 1
-    else:
-        far = 2 * node + 1
-        near = far + 1
-    knn(t, near, q, rd, off, h, cap)
-    old = off[d]
-    nrd = rd - old * old + diff * diff
-    if nrd <= h.bound:
-        off[d] = diff
-        knn(t, far, q, nrd, off, h, cap)
-        off[d] = old
+                kbest_add(h, d2, t.rank[p], p)
+            x += 3
+            p += 1
+        while True:
+            if top == 0:
+                return
+            top -= 1
+            if stack[top].rd <= h.bound:
+                break
+        node = stack[top].node
+        rd = stack[top].rd
+        off0 = stack[top].off[0]
+        off1 = stack[top].off[1]
+        off2 = stack[top].off[2]
+
+
+# ---- query order -------------------------------------------------------------
+# Morton order only pays for itself on batches of some size.
+cdef intp MORTON_MIN = 256
+
+
+def _set_morton_min(intp n):
+    """Set the batch size from which queries are Morton-ordered (for benchmarks)."""
+    global MORTON_MIN
+    old = MORTON_MIN
+    MORTON_MIN = n
+    return old
+
+
+cdef inline uint64_t spread3(uint64_t v) noexcept nogil:
+    """Spread the low 21 bits of v to every third bit."""
+    v &= 0x1fffffULL
+    v = (v | (v << 32)) & 0x1f00000000ffffULL
+    v = (v | (v << 16)) & 0x1f0000ff0000ffULL
+    v = (v | (v << 8)) & 0x100f00f00f00f00fULL
+    v = (v | (v << 4)) & 0x10c30c30c30c30c3ULL
+    v = (v | (v << 2)) & 0x1249249249249249ULL
+    return v
+
+
+cdef int morton_order(const double* v, intp m, intp* order) noexcept nogil:
+    """Fill order[0:m] with the rows of v (m x 3) sorted along a 3-D Morton curve.
+
+    Nearby queries then walk the same branches of the tree one after another,
+    which keeps the tree in cache and the branch predictor right.  The cube is
+    the bounding box of the queries with one common scale, so a flat city
+    spends its bits on x and y.  Returns -1 when memory runs out.
+    """
+    cdef double lo[3]
+    cdef double hi[3]
+    cdef double ext = 0.0, scale
+    cdef intp i, j, c
+    cdef int d, shift
+    cdef uint64_t* key
+    cdef uint64_t* key2
+    cdef intp* tmp
+    cdef intp counts[2048]
+    for d in range(3):
+        lo[d] = v[d]
+        hi[d] = v[d]
+    for i in range(1, m):
+        for d in range(3):
+            if v[3 * i + d] < lo[d]:
+                lo[d] = v[3 * i + d]
+            if v[3 * i + d] > hi[d]:
+                hi[d] = v[3 * i + d]
+    for d in range(3):
+        if hi[d] - lo[d] > ext:
+            ext = hi[d] - lo[d]
+    scale = 2097151.0 / ext if ext > 0.0 else 0.0
+    key = <uint64_t*>malloc(m * sizeof(uint64_t))
+    key2 = <uint64_t*>malloc(m * sizeof(uint64_t))
+    tmp = <intp*>malloc(m * sizeof(intp))
+    if key == NULL or key2 == NULL or tmp == NULL:
+        free(key); free(key2); free(tmp)
+        return -1
+    for i in range(m):
+        key[i] = (spread3(<uint64_t>((v[3 * i] - lo[0]) * scale))
+                  | (spread3(<uint64_t>((v[3 * i + 1] - lo[1]) * scale)) << 1)
+                  | (spread3(<uint64_t>((v[3 * i + 2] - lo[2]) * scale)) << 2))
+        order[i] = i
+    # LSD radix sort on the top 33 bits (11 bits a pass): cells of 2^-10 of
+    # the extent are fine enough for locality.
+    for shift in range(30, 63, 11):
+        for c in range(2048):
+            counts[c] = 0
+        for i in range(m):
+            counts[(key[i] >> shift) & 2047] += 1
+        j = 0
+        for c in range(2048):
+            j += counts[c]
+            counts[c] = j - counts[c]
+        for i in range(m):
+            c = (key[i] >> shift) & 2047
+            key2[counts[c]] = key[i]
+            tmp[counts[c]] = order[i]
+            counts[c] += 1
+        for i in range(m):
+            key[i] = key2[i]
+            order[i] = tmp[i]
+    free(key); free(key2); free(tmp)
+    return 0
 
 
 cdef struct Hits:
@@ -546,7 +638,15 @@ cdef class _LeaderTree:
             levels += 1
         cdef intp n_nodes = 2 * leaves - 1
         cdef intp first_leaf = leaves - 1
-        xyz = _unit_vectors(lat, lon)
+        cdef intp i
+        frame = _frame(_unit_vectors(lat, lon))
+        for i in range(9):
+            self.t.rot[i] = frame[i]
+        xyz = np.empty((n, 3), dtype=np.float64)
+        cdef double[:, ::1] xw = xyz
+        with nogil:
+            for i in range(n):
+                tree_vector(&self.t, lat[i], lon[i], &xw[i, 0])
         perm = np.arange(n, dtype=np.intp)
         start = np.zeros(n_nodes, dtype=np.intp)
         end = np.zeros(n_nodes, dtype=np.intp)
@@ -625,13 +725,13 @@ cdef class _LeaderTree:
                 cap = _max_distance(max_distance_m)
             if self.t.n == 0:
                 return INFINITY, self.n_leaders
-            unit_vector(la, lo, q)
+            tree_vector(&self.t, la, lo, q)
             off[0] = off[1] = off[2] = 0.0
             b.d2 = with_slack(m_to_chord2(cap)) if cap != INFINITY else INFINITY
             b.bound = b.d2
             b.rank = INT64_MAX
             b.pos = -1
-            nn1(&self.t, 0, q, 0.0, off, &b)
+            nn1(&self.t, q, &b)
             if b.pos < 0:
                 return INFINITY, self.n_leaders
             d = chord2_to_m(b.d2, q, self.t.pts + 3 * b.pos)
@@ -659,33 +759,42 @@ cdef class _LeaderTree:
     def _knn_chunk(self, const double[::1] lat, const double[::1] lon, intp k, double cap,
                    double[:, ::1] dist, intp[:, ::1] idx, intp lo, intp hi):
         """Fill rows lo:hi of dist/idx with the k nearest leaders (validated input)."""
-        cdef intp i, j, kk, missing = self.n_leaders
-        cdef double q[3]
-        cdef double off[3]
+        cdef intp i, j, r, m = hi - lo, kk, missing = self.n_leaders
         cdef double capc = with_slack(m_to_chord2(cap)) if cap != INFINITY else INFINITY
         cdef double d
+        cdef const double* q
         cdef Best1 b
-        cdef Heap h
+        cdef KBest h
+        cdef int rc = 0
+        if m <= 0:
+            return
         kk = k if k < self.t.n else self.t.n
         h.k = kk
         h.d2 = <double*>malloc((kk + 1) * sizeof(double))
         h.rank = <int64_t*>malloc((kk + 1) * sizeof(int64_t))
         h.pos = <intp*>malloc((kk + 1) * sizeof(intp))
-        if h.d2 == NULL or h.rank == NULL or h.pos == NULL:
-            free(h.d2); free(h.rank); free(h.pos)
-            raise MemoryError()
+        cdef double* v = <double*>malloc(3 * m * sizeof(double))
+        cdef intp* order = <intp*>malloc(m * sizeof(intp))
         try:
+            if h.d2 == NULL or h.rank == NULL or h.pos == NULL or v == NULL or order == NULL:
+                raise MemoryError()
             with nogil:
-                for i in range(lo, hi):
-                    unit_vector(lat[i], lon[i], q)
-                    off[0] = off[1] = off[2] = 0.0
+                for r in range(m):
+                    tree_vector(&self.t, lat[lo + r], lon[lo + r], v + 3 * r)
+                    order[r] = r
+                if m >= MORTON_MIN and self.t.n > 0:
+                    rc = morton_order(v, m, order)
+                for j in range(m if rc == 0 else 0):
+                    r = order[j]
+                    i = lo + r
+                    q = v + 3 * r
                     if k == 1:
                         b.d2 = capc
                         b.bound = capc
                         b.rank = INT64_MAX
                         b.pos = -1
                         if self.t.n > 0:
-                            nn1(&self.t, 0, q, 0.0, off, &b)
+                            nn1(&self.t, q, &b)
                         if b.pos >= 0:
                             d = chord2_to_m(b.d2, q, self.t.pts + 3 * b.pos)
                             if d <= cap:
@@ -698,19 +807,20 @@ cdef class _LeaderTree:
                     h.size = 0
                     h.bound = capc
                     if kk > 0:
-                        knn(&self.t, 0, q, 0.0, off, &h, capc)
-                    heap_sort(&h)
-                    for j in range(k):
-                        if j < h.size:
-                            d = chord2_to_m(h.d2[j], q, self.t.pts + 3 * h.pos[j])
+                        knn(&self.t, q, &h)
+                    for r in range(k):
+                        if r < h.size:
+                            d = chord2_to_m(h.d2[r], q, self.t.pts + 3 * h.pos[r])
                             if d <= cap:
-                                dist[i, j] = d
-                                idx[i, j] = self.perm_v[h.pos[j]]
+                                dist[i, r] = d
+                                idx[i, r] = self.perm_v[h.pos[r]]
                                 continue
-                        dist[i, j] = INFINITY
-                        idx[i, j] = missing
+                        dist[i, r] = INFINITY
+                        idx[i, r] = missing
+            if rc != 0:
+                raise MemoryError()
         finally:
-            free(h.d2); free(h.rank); free(h.pos)
+            free(h.d2); free(h.rank); free(h.pos); free(v); free(order)
 
     def _ball_chunk(self, const double[::1] lat, const double[::1] lon, const double[::1] r_m,
                     intp lo, intp hi):
@@ -732,7 +842,7 @@ cdef class _LeaderTree:
         try:
             with nogil:
                 for i in range(lo, hi):
-                    unit_vector(lat[i], lon[i], q)
+                    tree_vector(&self.t, lat[i], lon[i], q)
                     off[0] = off[1] = off[2] = 0.0
                     h.size = 0
                     r2 = with_slack(m_to_chord2(r_m[i]))
@@ -830,6 +940,31 @@ cdef void sort_hits(Hits* h) noexcept nogil:
 # ----------------------------------------------------------------------------
 # Python-side coercion shared by the queries (not hot: once per call)
 # ----------------------------------------------------------------------------
+def _frame(xyz):
+    """Rotation (row-major, 9 values) that turns the leaders' mean direction into +z.
+
+    Leaders of one city or country lie on a small cap of the sphere, i.e. close
+    to a plane that is tilted against the x, y, z axes; axis-aligned splits of
+    such a cloud give loose bounds.  In this frame the cap is nearly the x-y
+    plane and the splits follow it.  The mean is summed over sorted values so
+    the frame, hence every rounding, is the same whatever order the leaders
+    come in (shuffled input must give identical answers, ties included).
+    """
+    if xyz.shape[0] == 0:
+        return (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    m = np.sort(xyz, axis=0).sum(axis=0)
+    norm = float(np.sqrt(m @ m)) / xyz.shape[0]
+    if norm < 0.5:
+        # leaders spread over most of the globe: no single cap to align with
+        return (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    lat0 = np.arctan2(m[2], np.hypot(m[0], m[1]))
+    lon0 = np.arctan2(m[1], m[0])
+    sa, ca, so, co = np.sin(lat0), np.cos(lat0), np.sin(lon0), np.cos(lon0)
+    return (float(-so), float(co), 0.0,
+            float(-sa * co), float(-sa * so), float(ca),
+            float(ca * co), float(ca * so), float(sa))
+
+
 def _as_coords(x, name):
     """A 1-D contiguous float64 array of ``x``; ValueError naming ``name`` otherwise."""
     try:
@@ -940,7 +1075,7 @@ def _ranks(ids, n):
     order = np.argsort(ids_a, kind="stable")
     sorted_ids = ids_a[order]
     if n > 1:
-        dup = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
+        dup = np.flatnonzero(sorted_ids[1:] == sorted_ids[:n - 1])
         if dup.size:
             a, b = sorted(order[dup[0]:dup[0] + 2].tolist())
             raise ValueError(f"ids[{b}] = {ids_a[b]!r} duplicates ids[{a}]")
