@@ -21,6 +21,7 @@ extensions = [
     Extension(
         "lbsdispatch._kdtree",
         ["src/lbsdispatch/_kdtree.pyx"],
+        depends=["src/lbsdispatch/_dispatch.pxi"],
         extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
     )
 ]

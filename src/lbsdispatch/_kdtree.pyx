@@ -33,7 +33,7 @@ Python object per query.
 """
 cimport cython
 from libc.math cimport sin, cos, asin, atan2, sqrt, M_PI, INFINITY
-from libc.stdint cimport int64_t, int32_t, uint64_t, INT64_MAX
+from libc.stdint cimport int64_t, int32_t, int8_t, uint8_t, uint64_t, INT64_MAX
 from libc.stdlib cimport malloc, realloc, free, qsort
 from libc.string cimport memcpy
 
@@ -1084,3 +1084,6 @@ def _ranks(ids, n):
     ids_a = ids_a.copy()
     ids_a.setflags(write=False)
     return ids_a, rank
+
+
+include "_dispatch.pxi"

@@ -1,0 +1,594 @@
+# Included by _kdtree.pyx: the capacity-aware dispatch core.
+#
+# State lives in tree order next to the tree's points.  Each node counts the
+# leaders below it that can take an order (``avail``: active and below
+# capacity) and those that are active but full (``full``); when a leader fills
+# up or frees a slot, the counts on its path to the root change.  The search
+# for the nearest leader with room skips every subtree whose ``avail`` is zero,
+# so an event where most leaders are full stays as fast as an empty one, and
+# a subtree whose largest service radius is below the lower bound is skipped
+# as well.
+#
+# Ordering of candidates (the tie rule of dispatch): by squared chord; leaders
+# whose distance is within ``tie_tol`` metres of the best one are tied and
+# ordered by the tie keys (load ratio, then priority, then id rank, in the
+# order the Rules give), the id rank always last.  With ``tie_tol == 0`` only
+# exactly equal distances tie.
+
+DEF KEY_LOAD = 0
+DEF KEY_PRIORITY = 1
+DEF KEY_ID = 2
+
+# Outcome codes (mirrored by lbsdispatch.dispatch.Outcome).
+DEF O_NEAREST = 0
+DEF O_SPILLOVER = 1
+DEF O_STICKY = 2
+DEF O_CHOSEN = 3
+DEF O_OUT_OF_RANGE = 4
+DEF O_ALL_FULL = 5
+DEF O_INVALID = 6
+
+# Why a chosen or bound leader was not used (mirrored by dispatch.Refusal).
+DEF R_NONE = 0
+DEF R_CHOSEN_UNKNOWN = 1
+DEF R_CHOSEN_INACTIVE = 2
+DEF R_CHOSEN_OUT_OF_RANGE = 3
+DEF R_CHOSEN_FULL = 4
+DEF R_BOUND_UNKNOWN = 5
+DEF R_BOUND_INACTIVE = 6
+DEF R_BOUND_OUT_OF_RANGE = 7
+DEF R_BOUND_FULL = 8
+
+# Markers in the chosen / bound arrays (otherwise a leader's original index).
+DEF NO_LEADER = -1
+DEF UNKNOWN_LEADER = -2
+
+
+cdef struct State:
+    const Tree* t
+    int64_t* cap           # capacity, tree order
+    int64_t* load          # live load, tree order
+    uint8_t* active
+    uint8_t* ok            # active and load < cap
+    const double* r2       # own service radius as squared chord (inf: none)
+    const double* rm       # own service radius in metres (inf: none)
+    const int64_t* prio
+    const double* maxr2    # per node: largest r2 below it
+    int32_t* avail         # per node: leaders with room below it
+    int32_t* full          # per node: active leaders without room below it
+    const intp* leaf_of    # tree position -> leaf node
+    double g2              # global max distance as squared chord (inf: none)
+    double gm              # global max distance in metres (inf: none)
+    double tie_tol         # tie tolerance in metres
+    int keys[3]
+    int nkeys
+    bint strict            # capacity enforced
+
+
+cdef inline bint within(const State* s, intp p, double d2, const double* q) noexcept nogil:
+    """Is leader p (at squared chord d2 from q) inside the global and its own radius?
+
+    Decided on the squared chord when it is clearly in or out; in the thin band
+    where rounding could matter, on the metres that the result reports.
+    """
+    cdef double lim = s.r2[p] if s.r2[p] < s.g2 else s.g2
+    cdef double m
+    if d2 < lim * (1.0 - 1e-11):
+        return True
+    if d2 > lim * (1.0 + 1e-11) + 1e-300:
+        return False
+    m = chord2_to_m(d2, q, s.t.pts + 3 * p)
+    return m <= s.rm[p] and m <= s.gm
+
+
+cdef inline bint tie_less(const State* s, intp a, intp b) noexcept nogil:
+    """Does leader a come before leader b among tied leaders?"""
+    cdef int i
+    cdef int64_t x, y
+    for i in range(s.nkeys):
+        if s.keys[i] == KEY_LOAD:
+            # load / cap compared exactly: loads and capacities are < 2^31
+            x = s.load[a] * s.cap[b]
+            y = s.load[b] * s.cap[a]
+            if x != y:
+                return x < y
+        elif s.keys[i] == KEY_PRIORITY:
+            if s.prio[a] != s.prio[b]:
+                return s.prio[a] > s.prio[b]
+        else:
+            break
+    return s.t.rank[a] < s.t.rank[b]
+
+
+cdef inline void counts_add(State* s, intp p, int32_t davail, int32_t dfull) noexcept nogil:
+    cdef intp node = s.leaf_of[p]
+    while True:
+        s.avail[node] += davail
+        s.full[node] += dfull
+        if node == 0:
+            return
+        node = (node - 1) >> 1
+
+
+cdef void set_state(State* s, intp p, uint8_t active, int64_t load, int64_t cap) noexcept nogil:
+    """Change one leader's active flag, load and capacity, keeping node counts exact."""
+    cdef uint8_t was_ok = s.ok[p]
+    cdef uint8_t was_full = s.active[p] and not was_ok
+    cdef uint8_t now_ok, now_full
+    s.active[p] = active
+    s.load[p] = load
+    s.cap[p] = cap
+    now_ok = active and (load < cap or not s.strict)
+    now_full = active and not now_ok
+    s.ok[p] = now_ok
+    if was_ok != now_ok or was_full != now_full:
+        counts_add(s, p, <int32_t>now_ok - <int32_t>was_ok, <int32_t>now_full - <int32_t>was_full)
+
+
+cdef struct Pick:
+    double d2
+    intp pos
+
+
+cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b) noexcept nogil:
+    """Nearest leader with room within its own and the global radius (no ties resolved
+    beyond the tie keys at exactly equal distance).  ``b.pos`` stays -1 if none."""
+    cdef const Tree* t = s.t
+    cdef Frame stack[MAX_DEPTH]
+    cdef intp top = 0, node = 0, p, end, near, far
+    cdef int32_t d
+    cdef double dx, dy, dz, d2, diff, rd = 0.0, nrd, old
+    cdef double off0 = 0.0, off1 = 0.0, off2 = 0.0
+    cdef double bnd = bound
+    cdef const double* x
+    b.pos = -1
+    b.d2 = INFINITY
+    if s.avail[0] == 0:
+        return
+    while True:
+        while node < t.first_leaf:
+            d = t.dim[node]
+            diff = q[d] - t.split[node]
+            near = 2 * node + 1 + (diff > 0.0)
+            far = 4 * node + 3 - near
+            old = off0 if d == 0 else (off1 if d == 1 else off2)
+            nrd = rd - old * old + diff * diff
+            if s.avail[far] > 0 and nrd <= bnd and nrd <= s.maxr2[far]:
+                stack[top].node = far
+                stack[top].rd = nrd
+                stack[top].off[0] = off0
+                stack[top].off[1] = off1
+                stack[top].off[2] = off2
+                stack[top].off[d] = diff
+                top += 1
+            if s.avail[near] > 0 and rd <= s.maxr2[near]:
+                node = near
+            else:
+                node = -1
+                break
+        if node >= 0:
+            p = t.start[node]
+            end = t.end[node]
+            x = t.pts + 3 * p
+            while p < end:
+                if s.ok[p]:
+                    dx = q[0] - x[0]
+                    dy = q[1] - x[1]
+                    dz = q[2] - x[2]
+                    d2 = dx * dx + dy * dy + dz * dz
+                    if d2 <= bnd and d2 <= b.d2 and within(s, p, d2, q):
+                        if d2 < b.d2 or b.pos < 0 or tie_less(s, p, b.pos):
+                            b.d2 = d2
+                            b.pos = p
+                            bnd = with_slack(d2)
+                x += 3
+                p += 1
+        while True:
+            if top == 0:
+                return
+            top -= 1
+            if stack[top].rd <= bnd:
+                break
+        node = stack[top].node
+        rd = stack[top].rd
+        off0 = stack[top].off[0]
+        off1 = stack[top].off[1]
+        off2 = stack[top].off[2]
+
+
+cdef void best_tied(const State* s, const double* q, double bound, Pick* b) noexcept nogil:
+    """Among leaders with room within ``bound`` (squared chord), the first by tie keys."""
+    cdef const Tree* t = s.t
+    cdef Frame stack[MAX_DEPTH]
+    cdef intp top = 0, node = 0, p, end, near, far
+    cdef int32_t d
+    cdef double dx, dy, dz, d2, diff, rd = 0.0, nrd, old
+    cdef double off0 = 0.0, off1 = 0.0, off2 = 0.0
+    cdef const double* x
+    while True:
+        while node < t.first_leaf:
+            d = t.dim[node]
+            diff = q[d] - t.split[node]
+            near = 2 * node + 1 + (diff > 0.0)
+            far = 4 * node + 3 - near
+            old = off0 if d == 0 else (off1 if d == 1 else off2)
+            nrd = rd - old * old + diff * diff
+            if s.avail[far] > 0 and nrd <= bound and nrd <= s.maxr2[far]:
+                stack[top].node = far
+                stack[top].rd = nrd
+                stack[top].off[0] = off0
+                stack[top].off[1] = off1
+                stack[top].off[2] = off2
+                stack[top].off[d] = diff
+                top += 1
+            if s.avail[near] > 0 and rd <= s.maxr2[near]:
+                node = near
+            else:
+                node = -1
+                break
+        if node >= 0:
+            p = t.start[node]
+            end = t.end[node]
+            x = t.pts + 3 * p
+            while p < end:
+                if s.ok[p]:
+                    dx = q[0] - x[0]
+                    dy = q[1] - x[1]
+                    dz = q[2] - x[2]
+                    d2 = dx * dx + dy * dy + dz * dz
+                    if d2 <= bound and within(s, p, d2, q):
+                        if tie_less(s, p, b.pos) if b.pos >= 0 else True:
+                            b.d2 = d2
+                            b.pos = p
+                x += 3
+                p += 1
+        if top == 0:
+            return
+        top -= 1
+        node = stack[top].node
+        rd = stack[top].rd
+        off0 = stack[top].off[0]
+        off1 = stack[top].off[1]
+        off2 = stack[top].off[2]
+
+
+cdef intp count_full(const State* s, const double* q, double below, bint first_only) noexcept nogil:
+    """Active full leaders strictly nearer than squared chord ``below`` that would
+    serve q (inside their own and the global radius).  With ``first_only``,
+    stops at the first one (an existence test)."""
+    cdef const Tree* t = s.t
+    cdef Frame stack[MAX_DEPTH]
+    cdef intp top = 0, node = 0, p, end, near, far, count = 0
+    cdef int32_t d
+    cdef double dx, dy, dz, d2, diff, rd = 0.0, nrd, old
+    cdef double off0 = 0.0, off1 = 0.0, off2 = 0.0
+    cdef double bound = with_slack(below)
+    cdef const double* x
+    if s.full[0] == 0:
+        return 0
+    while True:
+        while node < t.first_leaf:
+            d = t.dim[node]
+            diff = q[d] - t.split[node]
+            near = 2 * node + 1 + (diff > 0.0)
+            far = 4 * node + 3 - near
+            old = off0 if d == 0 else (off1 if d == 1 else off2)
+            nrd = rd - old * old + diff * diff
+            if s.full[far] > 0 and nrd <= bound and nrd <= s.maxr2[far]:
+                stack[top].node = far
+                stack[top].rd = nrd
+                stack[top].off[0] = off0
+                stack[top].off[1] = off1
+                stack[top].off[2] = off2
+                stack[top].off[d] = diff
+                top += 1
+            if s.full[near] > 0 and rd <= s.maxr2[near]:
+                node = near
+            else:
+                node = -1
+                break
+        if node >= 0:
+            p = t.start[node]
+            end = t.end[node]
+            x = t.pts + 3 * p
+            while p < end:
+                if s.active[p] and not s.ok[p]:
+                    dx = q[0] - x[0]
+                    dy = q[1] - x[1]
+                    dz = q[2] - x[2]
+                    d2 = dx * dx + dy * dy + dz * dz
+                    if d2 < below and within(s, p, d2, q):
+                        count += 1
+                        if first_only:
+                            return count
+                x += 3
+                p += 1
+        if top == 0:
+            return count
+        top -= 1
+        node = stack[top].node
+        rd = stack[top].rd
+        off0 = stack[top].off[0]
+        off1 = stack[top].off[1]
+        off2 = stack[top].off[2]
+
+
+cdef int usable(const State* s, intp p, const double* q, double* d2out) noexcept nogil:
+    """0 if leader p can take an order at q, else 1 inactive, 2 out of range, 3 full."""
+    cdef const double* x = s.t.pts + 3 * p
+    cdef double dx = q[0] - x[0], dy = q[1] - x[1], dz = q[2] - x[2]
+    cdef double d2 = dx * dx + dy * dy + dz * dz
+    d2out[0] = d2
+    if not s.active[p]:
+        return 1
+    if not within(s, p, d2, q):
+        return 2
+    if not s.ok[p]:
+        return 3
+    return 0
+
+
+cdef struct Result:
+    intp pos               # tree position of the leader, -1 if none
+    double dist_m
+    int outcome
+    int refusal
+    int32_t n_full
+
+
+cdef void dispatch_one(State* s, const double* q, intp chosen, intp bound_to,
+                       Result* r) noexcept nogil:
+    """Assign one order under the rules and take the slot (chosen and bound are tree
+    positions or NO_LEADER / UNKNOWN_LEADER)."""
+    cdef int why
+    cdef double d2, lim
+    cdef Pick b
+    r.refusal = R_NONE
+    r.n_full = 0
+    r.pos = -1
+    if chosen == UNKNOWN_LEADER:
+        r.refusal = R_CHOSEN_UNKNOWN
+    elif chosen >= 0:
+        why = usable(s, chosen, q, &d2)
+        if why == 0:
+            r.pos = chosen
+            r.outcome = O_CHOSEN
+        else:
+            r.refusal = R_CHOSEN_UNKNOWN + why
+    if r.pos < 0 and bound_to != NO_LEADER:
+        if bound_to == UNKNOWN_LEADER:
+            if r.refusal == R_NONE:
+                r.refusal = R_BOUND_UNKNOWN
+        else:
+            why = usable(s, bound_to, q, &d2)
+            if why == 0:
+                r.pos = bound_to
+                r.outcome = O_STICKY
+            elif r.refusal == R_NONE:
+                r.refusal = R_BOUND_UNKNOWN + why
+    if r.pos < 0:
+        lim = with_slack(s.g2) if s.g2 < 4.0 else INFINITY
+        nearest_ok(s, q, lim, &b)
+        if b.pos >= 0 and s.tie_tol > 0.0:
+            # everything within tie_tol metres of the best is tied
+            best_tied(s, q, with_slack(m_to_chord2(
+                chord2_to_m(b.d2, q, s.t.pts + 3 * b.pos) + s.tie_tol)), &b)
+        if b.pos < 0:
+            r.dist_m = INFINITY
+            r.outcome = O_ALL_FULL if count_full(s, q, INFINITY, True) else O_OUT_OF_RANGE
+            return
+        r.pos = b.pos
+        d2 = b.d2
+        r.n_full = <int32_t>count_full(s, q, d2, False)
+        r.outcome = O_SPILLOVER if r.n_full > 0 else O_NEAREST
+    r.dist_m = chord2_to_m(d2, q, s.t.pts + 3 * r.pos)
+    s.load[r.pos] += 1
+    if s.strict and s.load[r.pos] >= s.cap[r.pos]:
+        s.ok[r.pos] = 0
+        counts_add(s, r.pos, -1, 1)
+
+
+cdef class _DispatchCore:
+    """Live capacity state of one event over a :class:`_LeaderTree`.
+
+    Arrays given to and returned by its methods are in the leaders' original
+    order; tree order stays inside.
+    """
+
+    cdef State s
+    cdef readonly _LeaderTree tree
+    cdef object _cap, _load, _active, _ok, _r2, _rm, _prio, _maxr2, _avail, _full, _leaf_of
+    cdef const intp[::1] inv       # original index -> tree position
+
+    def __init__(self, _LeaderTree tree, capacity, load, active, radius_m, priority,
+                 double max_distance_m, double tie_tolerance_m, tie_keys, bint strict):
+        cdef intp n = tree.n_leaders, i, node, p
+        cdef const intp[::1] perm = tree.perm_v
+        self.tree = tree
+        perm_a = np.asarray(tree._perm)
+        inv = np.empty(n, dtype=np.intp)
+        inv[perm_a] = np.arange(n, dtype=np.intp)
+        self.inv = inv
+        self._cap = np.ascontiguousarray(np.asarray(capacity, dtype=np.int64)[perm_a])
+        self._load = np.ascontiguousarray(np.asarray(load, dtype=np.int64)[perm_a])
+        self._active = np.ascontiguousarray(np.asarray(active, dtype=np.uint8)[perm_a])
+        rm = np.ascontiguousarray(np.asarray(radius_m, dtype=np.float64)[perm_a])
+        self._rm = rm
+        self._r2 = np.array([m_to_chord2(v) if v != INFINITY else INFINITY for v in rm.tolist()],
+                            dtype=np.float64)
+        self._prio = np.ascontiguousarray(np.asarray(priority, dtype=np.int64)[perm_a])
+        n_nodes = tree._start.shape[0]
+        self._maxr2 = np.full(n_nodes, -1.0)
+        self._avail = np.zeros(n_nodes, dtype=np.int32)
+        self._full = np.zeros(n_nodes, dtype=np.int32)
+        self._ok = np.zeros(n, dtype=np.uint8)
+        self._leaf_of = np.zeros(n, dtype=np.intp)
+        cdef int64_t[::1] capv = self._cap
+        cdef int64_t[::1] loadv = self._load
+        cdef uint8_t[::1] actv = self._active
+        cdef uint8_t[::1] okv = self._ok
+        cdef const double[::1] r2v = self._r2
+        cdef const double[::1] rmv = self._rm
+        cdef const int64_t[::1] priov = self._prio
+        cdef double[::1] maxr2v = self._maxr2
+        cdef int32_t[::1] availv = self._avail
+        cdef int32_t[::1] fullv = self._full
+        cdef intp[::1] leafv = self._leaf_of
+        self.s.t = &tree.t
+        self.s.cap = &capv[0] if n else NULL
+        self.s.load = &loadv[0] if n else NULL
+        self.s.active = &actv[0] if n else NULL
+        self.s.ok = &okv[0] if n else NULL
+        self.s.r2 = &r2v[0] if n else NULL
+        self.s.rm = &rmv[0] if n else NULL
+        self.s.prio = &priov[0] if n else NULL
+        self.s.maxr2 = &maxr2v[0]
+        self.s.avail = &availv[0]
+        self.s.full = &fullv[0]
+        self.s.leaf_of = &leafv[0] if n else NULL
+        self.s.strict = strict
+        self.s.gm = max_distance_m
+        self.s.g2 = m_to_chord2(max_distance_m) if max_distance_m != INFINITY else INFINITY
+        self.s.tie_tol = tie_tolerance_m
+        self.s.nkeys = 0
+        for key in tie_keys:
+            self.s.keys[self.s.nkeys] = {"load": KEY_LOAD, "priority": KEY_PRIORITY,
+                                         "id": KEY_ID}[key]
+            self.s.nkeys += 1
+        # leaves: their points; internal nodes: the union of their children
+        for node in range(n_nodes - 1, -1, -1):
+            if node >= tree.t.first_leaf:
+                for p in range(tree.t.start[node], tree.t.end[node]):
+                    leafv[p] = node
+                    if r2v[p] > maxr2v[node]:
+                        maxr2v[node] = r2v[p]
+                    okv[p] = actv[p] and (loadv[p] < capv[p] or not strict)
+                    availv[node] += okv[p]
+                    fullv[node] += actv[p] and not okv[p]
+            else:
+                maxr2v[node] = max(maxr2v[2 * node + 1], maxr2v[2 * node + 2])
+                availv[node] = availv[2 * node + 1] + availv[2 * node + 2]
+                fullv[node] = fullv[2 * node + 1] + fullv[2 * node + 2]
+
+    # -- state in original order ----------------------------------------------
+    def loads(self):
+        """Live loads in the leaders' original order."""
+        out = np.empty(self.tree.n_leaders, dtype=np.int64)
+        out[np.asarray(self.tree._perm)] = self._load
+        return out
+
+    def _orig(self, arr):
+        out = np.empty_like(arr)
+        out[np.asarray(self.tree._perm)] = arr
+        return out
+
+    def actives(self):
+        """Active flags in the leaders' original order."""
+        return self._orig(self._active).astype(bool)
+
+    def capacities(self):
+        """Capacities in the leaders' original order."""
+        return self._orig(self._cap)
+
+    def set_leader(self, intp i, active, load, capacity):
+        """Set leader i's (original index) active flag, load and capacity."""
+        cdef intp p = self.inv[i]
+        a = self.s.active[p] if active is None else bool(active)
+        l = self.s.load[p] if load is None else int(load)
+        c = self.s.cap[p] if capacity is None else int(capacity)
+        set_state(&self.s, p, a, l, c)
+
+    def leader_state(self, intp i):
+        """(active, load, capacity) of leader i (original index)."""
+        cdef intp p = self.inv[i]
+        return bool(self.s.active[p]), int(self.s.load[p]), int(self.s.cap[p])
+
+    def _check_counts(self):
+        """Recount every node from the leaders (a test of the incremental counts)."""
+        fresh = _DispatchCore(self.tree, self.capacities(), self.loads(), self.actives(),
+                              self._orig(self._rm), self._orig(self._prio), self.s.gm,
+                              self.s.tie_tol, (), self.s.strict)
+        return (np.array_equal(fresh._avail, self._avail)
+                and np.array_equal(fresh._full, self._full)
+                and np.array_equal(fresh._ok, self._ok))
+
+    # -- dispatch ----------------------------------------------------------------
+    def assign_one(self, double lat, double lon, intp chosen, intp bound_to):
+        """Assign one validated order; returns (leader index or -1, metres, outcome,
+        refusal, n_full_nearer)."""
+        cdef double q[3]
+        cdef Result r
+        cdef intp c = self.inv[chosen] if chosen >= 0 else chosen
+        cdef intp b = self.inv[bound_to] if bound_to >= 0 else bound_to
+        tree_vector(self.s.t, lat, lon, q)
+        dispatch_one(&self.s, q, c, b, &r)
+        return (self.tree.perm_v[r.pos] if r.pos >= 0 else -1, r.dist_m, r.outcome,
+                r.refusal, r.n_full)
+
+    def assign_many(self, const double[::1] lat, const double[::1] lon,
+                    const intp[::1] chosen, const intp[::1] bound_to,
+                    const uint8_t[::1] skip, intp[::1] leader, double[::1] dist,
+                    int8_t[::1] outcome, int8_t[::1] refusal, int32_t[::1] n_full):
+        """Assign validated orders in input order (rows with ``skip`` set are left
+        INVALID); fills the output arrays."""
+        cdef intp i, n = lat.shape[0], c, b
+        cdef double q[3]
+        cdef Result r
+        with nogil:
+            for i in range(n):
+                if skip[i]:
+                    leader[i] = -1
+                    dist[i] = INFINITY
+                    outcome[i] = O_INVALID
+                    refusal[i] = R_NONE
+                    n_full[i] = 0
+                    continue
+                c = chosen[i]
+                if c >= 0:
+                    c = self.inv[c]
+                b = bound_to[i]
+                if b >= 0:
+                    b = self.inv[b]
+                tree_vector(self.s.t, lat[i], lon[i], q)
+                dispatch_one(&self.s, q, c, b, &r)
+                leader[i] = self.tree.perm_v[r.pos] if r.pos >= 0 else -1
+                dist[i] = r.dist_m
+                outcome[i] = r.outcome
+                refusal[i] = r.refusal
+                n_full[i] = r.n_full
+
+    def release(self, intp i):
+        """Free one slot of leader i (original index)."""
+        cdef intp p = self.inv[i]
+        if self.s.load[p] <= 0:
+            raise ValueError(f"leader at position {i} has no load to release")
+        set_state(&self.s, p, self.s.active[p], self.s.load[p] - 1, self.s.cap[p])
+
+    def suggest(self, double lat, double lon, intp k):
+        """The k nearest leaders with room that would serve (lat, lon): (index, metres)."""
+        cdef double q[3]
+        cdef Pick b
+        cdef intp j, m = 0
+        cdef double lim
+        tree_vector(self.s.t, lat, lon, q)
+        idx = np.full(k, -1, dtype=np.intp)
+        dist = np.full(k, INFINITY)
+        taken = []
+        # k small: repeated nearest-with-room searches, hiding each pick by
+        # marking it not ok for the next search, then restoring.
+        lim = with_slack(self.s.g2) if self.s.g2 < 4.0 else INFINITY
+        try:
+            for j in range(k):
+                nearest_ok(&self.s, q, lim, &b)
+                if b.pos < 0:
+                    break
+                idx[j] = self.tree.perm_v[b.pos]
+                dist[j] = chord2_to_m(b.d2, q, self.s.t.pts + 3 * b.pos)
+                taken.append(b.pos)
+                self.s.ok[b.pos] = 0
+                counts_add(&self.s, b.pos, -1, 0)
+        finally:
+            for p in taken:
+                self.s.ok[<intp>p] = 1
+                counts_add(&self.s, <intp>p, 1, 0)
+        return idx, dist

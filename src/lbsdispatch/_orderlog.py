@@ -1,0 +1,125 @@
+"""The log of assigned orders behind a Dispatcher (release, reassignment, saving).
+
+Batches are stored as chunks of arrays, never as one Python object per order;
+orders assigned one at a time collect in a small tail of lists that becomes a
+chunk as soon as anything reads the log.  The id -> row dictionary is built
+only when a single order must be found (release, duplicate check of ``assign``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_FIELDS = ("order_id", "leader", "lat", "lon", "customer", "chosen")
+
+
+class OrderLog:
+    """Assigned orders, in the order they were assigned."""
+
+    def __init__(self):
+        self.chunks = []          # dicts of arrays: _FIELDS + "live"
+        self._tail = {f: [] for f in _FIELDS}
+        self._where = None        # order id -> (chunk, row)
+
+    # -- writing --------------------------------------------------------------
+    def add_one(self, order_id, leader, lat, lon, customer, chosen):
+        """Record one assigned order (cheap: appends to lists)."""
+        t = self._tail
+        if self._where is not None:
+            self._where[order_id] = (len(self.chunks), len(t["order_id"]))
+        t["order_id"].append(order_id)
+        t["leader"].append(leader)
+        t["lat"].append(lat)
+        t["lon"].append(lon)
+        t["customer"].append(customer)
+        t["chosen"].append(chosen)
+
+    def add_many(self, order_id, leader, lat, lon, customer, chosen):
+        """Record a batch of assigned orders (arrays; ``customer`` may be None)."""
+        self.flush()
+        n = len(order_id)
+        if n == 0:
+            return
+        self.chunks.append({"order_id": order_id, "leader": np.asarray(leader, dtype=np.intp),
+                            "lat": lat, "lon": lon, "customer": customer,
+                            "chosen": np.asarray(chosen, dtype=np.intp),
+                            "live": np.ones(n, dtype=bool)})
+        if self._where is not None:
+            c = len(self.chunks) - 1
+            self._where.update((k, (c, r)) for r, k in enumerate(order_id.tolist()))
+
+    def flush(self):
+        """Turn the tail of single orders into a chunk."""
+        t = self._tail
+        if not t["order_id"]:
+            return
+        n = len(t["order_id"])
+        oid = np.empty(n, dtype=object)
+        oid[:] = t["order_id"]
+        if all(isinstance(v, (int, np.integer)) for v in t["order_id"]):
+            oid = oid.astype(np.int64)
+        cust = np.empty(n, dtype=object)
+        cust[:] = t["customer"]
+        self.chunks.append({"order_id": oid, "leader": np.array(t["leader"], dtype=np.intp),
+                            "lat": np.array(t["lat"], dtype=np.float64),
+                            "lon": np.array(t["lon"], dtype=np.float64),
+                            "customer": cust, "chosen": np.array(t["chosen"], dtype=np.intp),
+                            "live": np.ones(n, dtype=bool)})
+        self._tail = {f: [] for f in _FIELDS}
+
+    # -- reading --------------------------------------------------------------
+    def where(self):
+        """Dictionary order id -> (chunk, row), built on first use."""
+        if self._where is None:
+            self.flush()
+            self._where = {}
+            for c, chunk in enumerate(self.chunks):
+                self._where.update((k, (c, r)) for r, k in enumerate(chunk["order_id"].tolist()))
+        return self._where
+
+    def seen(self, order_id):
+        """Was this order id ever assigned?"""
+        return order_id in self.where()
+
+    def known_ids(self):
+        """Every order id ever assigned, as one array (None when there is none)."""
+        self.flush()
+        if not self.chunks:
+            return None
+        ids = [c["order_id"] for c in self.chunks]
+        if any(a.dtype == object for a in ids):
+            ids = [a.astype(object) for a in ids]
+        return np.concatenate(ids)
+
+    def live_rows(self, leader=None):
+        """(chunk, row) of live orders, optionally of one leader, in assignment order."""
+        self.flush()
+        out = []
+        for c, chunk in enumerate(self.chunks):
+            mask = chunk["live"] if leader is None else chunk["live"] & (chunk["leader"] == leader)
+            out.extend((c, r) for r in np.flatnonzero(mask).tolist())
+        return out
+
+    def get(self, c, r, field):
+        """One field of one logged order."""
+        col = self.chunks[c][field]
+        return None if col is None else col[r]
+
+    def kill(self, c, r):
+        """Mark a logged order as no longer assigned."""
+        self.chunks[c]["live"][r] = False
+
+    def forget(self, order_ids):
+        """Drop ids from the lookup (they are about to be logged again)."""
+        if self._where is not None:
+            for o in order_ids:
+                self._where.pop(o, None)
+
+    def live_table(self):
+        """Live orders as a dict of plain lists (for saving)."""
+        rows = self.live_rows()
+        out = {f: [] for f in _FIELDS}
+        for c, r in rows:
+            for f in _FIELDS:
+                v = self.get(c, r, f)
+                out[f].append(v.item() if isinstance(v, np.generic) else v)
+        return out
