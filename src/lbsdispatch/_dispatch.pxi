@@ -125,24 +125,41 @@ cdef void set_state(State* s, intp p, uint8_t active, int64_t load, int64_t cap)
         counts_add(s, p, <int32_t>now_ok - <int32_t>was_ok, <int32_t>now_full - <int32_t>was_full)
 
 
+DEF FULLBUF = 128
+
+
 cdef struct Pick:
     double d2
     intp pos
+    intp n_full            # active full leaders strictly nearer than pos, in range
+    bint overflow          # more full leaders seen than the buffer holds: recount
 
 
-cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b) noexcept nogil:
-    """Nearest leader with room within its own and the global radius (no ties resolved
-    beyond the tie keys at exactly equal distance).  ``b.pos`` stays -1 if none."""
+cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
+                     bint count) noexcept nogil:
+    """Nearest leader with room inside its own and the global radius, into ``b``.
+
+    Equal distances are ordered by the tie keys.  With ``count``, the same walk
+    also visits subtrees holding only full leaders (they cannot take the order
+    but may be nearer) and counts the full leaders strictly nearer than the
+    pick, so a spill is recognised without a second search.  ``b.pos`` stays
+    -1 if no leader qualifies.
+    """
     cdef const Tree* t = s.t
     cdef Frame stack[MAX_DEPTH]
-    cdef intp top = 0, node = 0, p, end, near, far
+    cdef double fd2[FULLBUF]
+    cdef intp nf = 0
+    cdef intp top = 0, node = 0, p, end, near, far, i
     cdef int32_t d
     cdef double dx, dy, dz, d2, diff, rd = 0.0, nrd, old
     cdef double off0 = 0.0, off1 = 0.0, off2 = 0.0
     cdef double bnd = bound
+    cdef const int32_t* want = s.avail
     cdef const double* x
     b.pos = -1
     b.d2 = INFINITY
+    b.n_full = 0
+    b.overflow = False
     if s.avail[0] == 0:
         return
     while True:
@@ -153,7 +170,8 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b) noe
             far = 4 * node + 3 - near
             old = off0 if d == 0 else (off1 if d == 1 else off2)
             nrd = rd - old * old + diff * diff
-            if s.avail[far] > 0 and nrd <= bnd and nrd <= s.maxr2[far]:
+            if (s.avail[far] > 0 or (count and s.full[far] > 0)) and nrd <= bnd \
+                    and nrd <= s.maxr2[far]:
                 stack[top].node = far
                 stack[top].rd = nrd
                 stack[top].off[0] = off0
@@ -161,7 +179,7 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b) noe
                 stack[top].off[2] = off2
                 stack[top].off[d] = diff
                 top += 1
-            if s.avail[near] > 0 and rd <= s.maxr2[near]:
+            if (s.avail[near] > 0 or (count and s.full[near] > 0)) and rd <= s.maxr2[near]:
                 node = near
             else:
                 node = -1
@@ -171,20 +189,30 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b) noe
             end = t.end[node]
             x = t.pts + 3 * p
             while p < end:
-                if s.ok[p]:
-                    dx = q[0] - x[0]
-                    dy = q[1] - x[1]
-                    dz = q[2] - x[2]
-                    d2 = dx * dx + dy * dy + dz * dz
-                    if d2 <= bnd and d2 <= b.d2 and within(s, p, d2, q):
-                        if d2 < b.d2 or b.pos < 0 or tie_less(s, p, b.pos):
+                # distance first: the comparison below is rarely true and so
+                # predictable, unlike the leader's state
+                dx = q[0] - x[0]
+                dy = q[1] - x[1]
+                dz = q[2] - x[2]
+                d2 = dx * dx + dy * dy + dz * dz
+                if d2 <= bnd and s.active[p] and within(s, p, d2, q):
+                    if s.ok[p]:
+                        if d2 < b.d2 or b.pos < 0 or (d2 == b.d2 and tie_less(s, p, b.pos)):
                             b.d2 = d2
                             b.pos = p
                             bnd = with_slack(d2)
+                    elif count:
+                        if nf < FULLBUF:
+                            fd2[nf] = d2
+                            nf += 1
+                        else:
+                            b.overflow = True
                 x += 3
                 p += 1
         while True:
             if top == 0:
+                for i in range(nf):
+                    b.n_full += fd2[i] < b.d2
                 return
             top -= 1
             if stack[top].rd <= bnd:
@@ -368,18 +396,19 @@ cdef void dispatch_one(State* s, const double* q, intp chosen, intp bound_to,
                 r.refusal = R_BOUND_UNKNOWN + why
     if r.pos < 0:
         lim = with_slack(s.g2) if s.g2 < 4.0 else INFINITY
-        nearest_ok(s, q, lim, &b)
+        nearest_ok(s, q, lim, &b, s.tie_tol == 0.0)
         if b.pos >= 0 and s.tie_tol > 0.0:
             # everything within tie_tol metres of the best is tied
             best_tied(s, q, with_slack(m_to_chord2(
                 chord2_to_m(b.d2, q, s.t.pts + 3 * b.pos) + s.tie_tol)), &b)
+            b.overflow = True
         if b.pos < 0:
             r.dist_m = INFINITY
             r.outcome = O_ALL_FULL if count_full(s, q, INFINITY, True) else O_OUT_OF_RANGE
             return
         r.pos = b.pos
         d2 = b.d2
-        r.n_full = <int32_t>count_full(s, q, d2, False)
+        r.n_full = <int32_t>(count_full(s, q, d2, False) if b.overflow else b.n_full)
         r.outcome = O_SPILLOVER if r.n_full > 0 else O_NEAREST
     r.dist_m = chord2_to_m(d2, q, s.t.pts + 3 * r.pos)
     s.load[r.pos] += 1
@@ -579,7 +608,7 @@ cdef class _DispatchCore:
         lim = with_slack(self.s.g2) if self.s.g2 < 4.0 else INFINITY
         try:
             for j in range(k):
-                nearest_ok(&self.s, q, lim, &b)
+                nearest_ok(&self.s, q, lim, &b, False)
                 if b.pos < 0:
                     break
                 idx[j] = self.tree.perm_v[b.pos]
