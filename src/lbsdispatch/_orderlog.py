@@ -17,21 +17,15 @@ class OrderLog:
 
     def __init__(self):
         self.chunks = []          # dicts of arrays: _FIELDS + "live"
-        self._tail = {f: [] for f in _FIELDS}
-        self._where = None        # order id -> (chunk, row)
+        self.tail = []           # tuples of _FIELDS, orders assigned one at a time
+        self.lookup = None        # order id -> (chunk, row)
 
     # -- writing --------------------------------------------------------------
     def add_one(self, order_id, leader, lat, lon, customer, chosen):
         """Record one assigned order (cheap: appends to lists)."""
-        t = self._tail
-        if self._where is not None:
-            self._where[order_id] = (len(self.chunks), len(t["order_id"]))
-        t["order_id"].append(order_id)
-        t["leader"].append(leader)
-        t["lat"].append(lat)
-        t["lon"].append(lon)
-        t["customer"].append(customer)
-        t["chosen"].append(chosen)
+        if self.lookup is not None:
+            self.lookup[order_id] = (len(self.chunks), len(self.tail))
+        self.tail.append((order_id, leader, lat, lon, customer, chosen))
 
     def add_many(self, order_id, leader, lat, lon, customer, chosen):
         """Record a batch of assigned orders (arrays; ``customer`` may be None)."""
@@ -43,38 +37,38 @@ class OrderLog:
                             "lat": lat, "lon": lon, "customer": customer,
                             "chosen": np.asarray(chosen, dtype=np.intp),
                             "live": np.ones(n, dtype=bool)})
-        if self._where is not None:
+        if self.lookup is not None:
             c = len(self.chunks) - 1
-            self._where.update((k, (c, r)) for r, k in enumerate(order_id.tolist()))
+            self.lookup.update((k, (c, r)) for r, k in enumerate(order_id.tolist()))
 
     def flush(self):
         """Turn the tail of single orders into a chunk."""
-        t = self._tail
-        if not t["order_id"]:
+        if not self.tail:
             return
-        n = len(t["order_id"])
+        order_id, leader, lat, lon, customer, chosen = zip(*self.tail)
+        n = len(self.tail)
         oid = np.empty(n, dtype=object)
-        oid[:] = t["order_id"]
-        if all(isinstance(v, (int, np.integer)) for v in t["order_id"]):
+        oid[:] = order_id
+        if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in order_id):
             oid = oid.astype(np.int64)
         cust = np.empty(n, dtype=object)
-        cust[:] = t["customer"]
-        self.chunks.append({"order_id": oid, "leader": np.array(t["leader"], dtype=np.intp),
-                            "lat": np.array(t["lat"], dtype=np.float64),
-                            "lon": np.array(t["lon"], dtype=np.float64),
-                            "customer": cust, "chosen": np.array(t["chosen"], dtype=np.intp),
+        cust[:] = customer
+        self.chunks.append({"order_id": oid, "leader": np.array(leader, dtype=np.intp),
+                            "lat": np.array(lat, dtype=np.float64),
+                            "lon": np.array(lon, dtype=np.float64),
+                            "customer": cust, "chosen": np.array(chosen, dtype=np.intp),
                             "live": np.ones(n, dtype=bool)})
-        self._tail = {f: [] for f in _FIELDS}
+        self.tail = []
 
     # -- reading --------------------------------------------------------------
     def where(self):
         """Dictionary order id -> (chunk, row), built on first use."""
-        if self._where is None:
+        if self.lookup is None:
             self.flush()
-            self._where = {}
+            self.lookup = {}
             for c, chunk in enumerate(self.chunks):
-                self._where.update((k, (c, r)) for r, k in enumerate(chunk["order_id"].tolist()))
-        return self._where
+                self.lookup.update((k, (c, r)) for r, k in enumerate(chunk["order_id"].tolist()))
+        return self.lookup
 
     def seen(self, order_id):
         """Was this order id ever assigned?"""
@@ -110,9 +104,9 @@ class OrderLog:
 
     def forget(self, order_ids):
         """Drop ids from the lookup (they are about to be logged again)."""
-        if self._where is not None:
+        if self.lookup is not None:
             for o in order_ids:
-                self._where.pop(o, None)
+                self.lookup.pop(o, None)
 
     def live_table(self):
         """Live orders as a dict of plain lists (for saving)."""

@@ -93,6 +93,9 @@ def _reason_table():
 
 
 _REASONS = _reason_table()
+_REASON_ROWS = tuple(tuple(row) for row in _REASONS.tolist())
+_OUTCOMES = tuple(Outcome)
+_tuple_new = tuple.__new__
 
 
 class Assignment(NamedTuple):
@@ -347,7 +350,9 @@ class Dispatcher:
     def _setup(self, index, cap, load, active, radius, priority):
         self.index = index
         self._ids = index.ids
+        self._id_list = self._ids.tolist()      # for the one-order path: no numpy scalars
         self._idmap = _IdMap(self._ids)
+        self._missing_id = -1 if self._idmap.kind == "int" else None
         self._radius = radius
         self._priority = priority
         r = self.rules
@@ -530,23 +535,33 @@ class Dispatcher:
             chosen = self._idmap.one(chosen_leader)
             if chosen is None:
                 return self._invalid_one(order_id, 6)
-        bad = _coord_problem(lat, lon)
-        if bad:
-            return self._invalid_one(order_id, bad)
+        try:
+            la = float(lat)
+            lo = float(lon)
+        except (TypeError, ValueError):
+            return self._invalid_one(order_id, 1)
+        # NaN fails both range tests, so one test covers the common case
+        if not (-90.0 <= la <= 90.0 and -180.0 <= lo <= 180.0):
+            return self._invalid_one(order_id, _coord_problem(la, lo))
         bound = self._bound_one(customer_id) if self._bindings else _NO_LEADER
-        pos, dist, outcome, refusal, n_full = self._core.assign_one(
-            float(lat), float(lon), chosen, bound)
+        pos, dist, outcome, refusal, n_full = self._core.assign_one(la, lo, chosen, bound)
         if pos >= 0:
-            self._log.add_one(order_id, pos, float(lat), float(lon), customer_id, chosen)
-            lid = self._ids[pos].item()
+            log = self._log
+            if log.lookup is None:      # the common case, kept to one list append
+                log.tail.append((order_id, pos, la, lo, customer_id, chosen))
+            else:
+                log.add_one(order_id, pos, la, lo, customer_id, chosen)
+            lid = self._id_list[pos]
         else:
-            lid = -1 if self._idmap.kind == "int" else None
-        return Assignment(order_id, lid, dist, Outcome(outcome), _REASONS[outcome, refusal], n_full)
+            lid = self._missing_id
+        # tuple.__new__ directly: the NamedTuple's own __new__ is a Python function
+        # and would double the cost of the whole call
+        return _tuple_new(Assignment, (order_id, lid, dist, _OUTCOMES[outcome],
+                                       _REASON_ROWS[outcome][refusal], n_full))
 
     def _invalid_one(self, order_id, code):
-        lid = -1 if self._idmap.kind == "int" else None
-        return Assignment(order_id, lid, math.inf, Outcome.INVALID,
-                          _REASONS[Outcome.INVALID, code], 0)
+        return Assignment(order_id, self._missing_id, math.inf, Outcome.INVALID,
+                          _REASON_ROWS[Outcome.INVALID][code], 0)
 
     def assign_batch(self, lat, lon, order_ids=None, customer_ids=None, chosen_leaders=None):
         """Assign a batch of orders, exactly as ``assign`` on each in input order.
