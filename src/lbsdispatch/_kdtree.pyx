@@ -34,7 +34,7 @@ Python object per query.
 cimport cython
 from libc.math cimport sin, cos, asin, atan2, sqrt, M_PI, INFINITY
 from libc.stdint cimport int64_t, int32_t, int8_t, uint8_t, uint64_t, INT64_MAX
-from libc.stdlib cimport malloc, realloc, free, qsort
+from libc.stdlib cimport malloc, calloc, realloc, free, qsort
 from libc.string cimport memcpy
 
 import numpy as np
@@ -47,6 +47,11 @@ cdef double DEG = M_PI / 180.0
 # incremental lower bound never hides an exact tie (see the tie rule above).
 cdef double SLACK_REL = 1e-12
 cdef double SLACK_ABS = 1e-300
+# Beyond this squared chord (~120 degrees) the chord no longer separates
+# distances finely enough: near the antipode it changes with the square of the
+# angle, and two leaders 0.1 m apart can round to the same chord.  Answers
+# that far out are re-ranked on the precise metres.
+cdef double FAR_D2 = 3.0
 
 EARTH_RADIUS_M = EARTH_R
 
@@ -57,7 +62,15 @@ EARTH_RADIUS_M = EARTH_R
 cdef inline void unit_vector(double lat, double lon, double* out) noexcept nogil:
     cdef double la = lat * DEG
     cdef double lo = lon * DEG
-    cdef double cl = cos(la)
+    cdef double cl
+    if lat == 90.0 or lat == -90.0:
+        # every longitude names the same pole: one exact vector, so leaders
+        # registered at a pole with different longitudes tie exactly
+        out[0] = 0.0
+        out[1] = 0.0
+        out[2] = 1.0 if lat > 0.0 else -1.0
+        return
+    cl = cos(la)
     out[0] = cl * cos(lo)
     out[1] = cl * sin(lo)
     out[2] = sin(la)
@@ -589,6 +602,33 @@ cdef void build_tree(const double* xyz, intp* idx, intp n, intp n_nodes, intp fi
         end[2 * node + 2] = e
 
 
+cdef void permute_rows(double* xyz, const intp* perm, intp n) noexcept nogil:
+    """Reorder the rows of xyz (n x 3) in place so that row i becomes old row perm[i].
+
+    Follows the cycles of the permutation with one byte of bookkeeping per row,
+    so the tree never holds two copies of the points.
+    """
+    cdef uint8_t* done = <uint8_t*>calloc(n, 1) if n > 0 else NULL
+    cdef intp i, j, k
+    cdef double a, b, c
+    if done == NULL:
+        return
+    for i in range(n):
+        if done[i]:
+            continue
+        a = xyz[3 * i]; b = xyz[3 * i + 1]; c = xyz[3 * i + 2]
+        j = i
+        while True:
+            done[j] = 1
+            k = perm[j]
+            if k == i:
+                xyz[3 * j] = a; xyz[3 * j + 1] = b; xyz[3 * j + 2] = c
+                break
+            xyz[3 * j] = xyz[3 * k]; xyz[3 * j + 1] = xyz[3 * k + 1]; xyz[3 * j + 2] = xyz[3 * k + 2]
+            j = k
+    free(done)
+
+
 cdef class _LeaderTree:
     """Compiled kd-tree over leaders; see :class:`lbsdispatch.LeaderIndex`."""
 
@@ -604,7 +644,6 @@ cdef class _LeaderTree:
     cdef readonly object _rank
     cdef object _start, _end, _dim, _split
     cdef const intp[::1] perm_v
-    cdef const int64_t[::1] rank_orig_v
 
     def __init__(self, lat, lon, ids=None, leafsize=16):
         lat_a = _as_coords(lat, "lat")
@@ -621,6 +660,9 @@ cdef class _LeaderTree:
             raise ValueError(f"leafsize must be an integer >= 1, got {leafsize!r}")
         n = lat_a.shape[0]
         ids_a, rank = _ranks(ids, n)
+        # own copies, read-only: the caller's arrays are neither kept nor touched
+        lat_a = lat_a.copy() if np.shares_memory(lat_a, lat) else lat_a
+        lon_a = lon_a.copy() if np.shares_memory(lon_a, lon) else lon_a
         lat_a.setflags(write=False)
         lon_a.setflags(write=False)
         self.lat = lat_a
@@ -639,7 +681,7 @@ cdef class _LeaderTree:
         cdef intp n_nodes = 2 * leaves - 1
         cdef intp first_leaf = leaves - 1
         cdef intp i
-        frame = _frame(_unit_vectors(lat, lon))
+        frame = _frame(_mean_direction(lat, lon), n)
         for i in range(9):
             self.t.rot[i] = frame[i]
         xyz = np.empty((n, 3), dtype=np.float64)
@@ -662,12 +704,14 @@ cdef class _LeaderTree:
             with nogil:
                 build_tree(&xv[0, 0], &pv[0], n, n_nodes, first_leaf, &sv[0], &ev[0],
                            &dv[0], &spv[0])
-        pts = np.ascontiguousarray(xyz[perm])
+        if n > 0:
+            with nogil:
+                permute_rows(&xw[0, 0], &pv[0], n)
+        pts = xyz
         trank = np.ascontiguousarray(np.asarray(rank)[perm])
         self._pts, self._perm, self._rank = pts, perm, trank
         self._start, self._end, self._dim, self._split = start, end, dim, split
         self.perm_v = perm
-        self.rank_orig_v = rank
         cdef const double[:, ::1] ptv = pts
         cdef const int64_t[::1] rv = trank
         self.t.n = n
@@ -734,6 +778,8 @@ cdef class _LeaderTree:
             nn1(&self.t, q, &b)
             if b.pos < 0:
                 return INFINITY, self.n_leaders
+            if b.d2 > FAR_D2:
+                return self._query_arrays(lat, lon, k, max_distance_m, workers)
             d = chord2_to_m(b.d2, q, self.t.pts + 3 * b.pos)
             if d > cap:
                 return INFINITY, self.n_leaders
@@ -765,9 +811,12 @@ cdef class _LeaderTree:
         cdef const double* q
         cdef Best1 b
         cdef KBest h
+        cdef Hits far
         cdef int rc = 0
         if m <= 0:
             return
+        far.d2 = NULL; far.rank = NULL; far.pos = NULL; far.cap = 0; far.size = 0
+        far.failed = False
         kk = k if k < self.t.n else self.t.n
         h.k = kk
         h.d2 = <double*>malloc((kk + 1) * sizeof(double))
@@ -796,7 +845,14 @@ cdef class _LeaderTree:
                         if self.t.n > 0:
                             nn1(&self.t, q, &b)
                         if b.pos >= 0:
-                            d = chord2_to_m(b.d2, q, self.t.pts + 3 * b.pos)
+                            if b.d2 > FAR_D2:
+                                if refine_far(&self.t, q, b.d2, &far) != 0:
+                                    rc = -1
+                                    break
+                                b.pos = far.pos[0]
+                                d = far.d2[0]
+                            else:
+                                d = chord2_to_m(b.d2, q, self.t.pts + 3 * b.pos)
                             if d <= cap:
                                 dist[i, 0] = d
                                 idx[i, 0] = self.perm_v[b.pos]
@@ -808,9 +864,19 @@ cdef class _LeaderTree:
                     h.bound = capc
                     if kk > 0:
                         knn(&self.t, q, &h)
+                    if h.size > 0 and h.d2[h.size - 1] > FAR_D2:
+                        if refine_far(&self.t, q, h.d2[h.size - 1], &far) != 0:
+                            rc = -1
+                            break
+                        for r in range(h.size):
+                            h.pos[r] = far.pos[r]
+                            h.d2[r] = far.d2[r]
+                    else:
+                        for r in range(h.size):
+                            h.d2[r] = chord2_to_m(h.d2[r], q, self.t.pts + 3 * h.pos[r])
                     for r in range(k):
                         if r < h.size:
-                            d = chord2_to_m(h.d2[r], q, self.t.pts + 3 * h.pos[r])
+                            d = h.d2[r]
                             if d <= cap:
                                 dist[i, r] = d
                                 idx[i, r] = self.perm_v[h.pos[r]]
@@ -821,6 +887,7 @@ cdef class _LeaderTree:
                 raise MemoryError()
         finally:
             free(h.d2); free(h.rank); free(h.pos); free(v); free(order)
+            free(far.d2); free(far.rank); free(far.pos)
 
     def _ball_chunk(self, const double[::1] lat, const double[::1] lon, const double[::1] r_m,
                     intp lo, intp hi):
@@ -851,7 +918,11 @@ cdef class _LeaderTree:
                     if h.failed:
                         failed = True
                         break
+                    to_metres(&h, &self.t, q)
                     sort_hits(&h)
+                    if h.failed:
+                        failed = True
+                        break
                     if on + h.size > ocap:
                         ocap = 2 * (on + h.size) + 64
                         tmp = realloc(od, ocap * sizeof(double))
@@ -866,7 +937,7 @@ cdef class _LeaderTree:
                         oi = <intp*>tmp
                     base = on
                     for j in range(h.size):
-                        d = chord2_to_m(h.d2[j], q, self.t.pts + 3 * h.pos[j])
+                        d = h.d2[j]
                         if d <= r_m[i]:
                             od[on] = d
                             oi[on] = self.perm_v[h.pos[j]]
@@ -940,22 +1011,57 @@ cdef void sort_hits(Hits* h) noexcept nogil:
 # ----------------------------------------------------------------------------
 # Python-side coercion shared by the queries (not hot: once per call)
 # ----------------------------------------------------------------------------
-def _frame(xyz):
+cdef void to_metres(Hits* h, const Tree* t, const double* q) noexcept nogil:
+    """Replace the squared chords of the hits by great-circle metres."""
+    cdef intp j
+    for j in range(h.size):
+        h.d2[j] = chord2_to_m(h.d2[j], q, t.pts + 3 * h.pos[j])
+
+
+cdef int refine_far(const Tree* t, const double* q, double d2max, Hits* h) noexcept nogil:
+    """Every point within squared chord d2max (plus rounding), sorted by (metres, rank)."""
+    cdef double off[3]
+    off[0] = off[1] = off[2] = 0.0
+    h.size = 0
+    ball(t, 0, q, 0.0, off, with_slack(d2max) + 1e-14, h)
+    if h.failed:
+        return -1
+    to_metres(h, t, q)
+    sort_hits(h)
+    return -1 if h.failed else 0
+
+
+def _mean_direction(const double[::1] lat, const double[::1] lon):
+    """Sum of the unit vectors, accumulated in 64-bit fixed point.
+
+    Integer addition does not depend on the order of the terms, so the sum,
+    hence the tree's frame and every rounding after it, is the same whatever
+    order the leaders come in (shuffled input must give identical answers,
+    ties included).  2^-32 resolution per term is far finer than needed.
+    """
+    cdef intp i, n = lat.shape[0]
+    cdef double u[3]
+    cdef int64_t sx = 0, sy = 0, sz = 0
+    cdef double scale = 4294967296.0
+    with nogil:
+        for i in range(n):
+            unit_vector(lat[i], lon[i], u)
+            sx += <int64_t>(u[0] * scale)
+            sy += <int64_t>(u[1] * scale)
+            sz += <int64_t>(u[2] * scale)
+    return np.array([sx, sy, sz], dtype=np.float64) / scale
+
+
+def _frame(m, n):
     """Rotation (row-major, 9 values) that turns the leaders' mean direction into +z.
 
     Leaders of one city or country lie on a small cap of the sphere, i.e. close
     to a plane that is tilted against the x, y, z axes; axis-aligned splits of
     such a cloud give loose bounds.  In this frame the cap is nearly the x-y
-    plane and the splits follow it.  The mean is summed over sorted values so
-    the frame, hence every rounding, is the same whatever order the leaders
-    come in (shuffled input must give identical answers, ties included).
+    plane and the splits follow it.  ``m`` is the sum of the unit vectors.
     """
-    if xyz.shape[0] == 0:
-        return (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-    m = np.sort(xyz, axis=0).sum(axis=0)
-    norm = float(np.sqrt(m @ m)) / xyz.shape[0]
-    if norm < 0.5:
-        # leaders spread over most of the globe: no single cap to align with
+    if n == 0 or float(np.sqrt(m @ m)) / n < 0.5:
+        # no leaders, or spread over most of the globe: no single cap to align with
         return (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
     lat0 = np.arctan2(m[2], np.hypot(m[0], m[1]))
     lon0 = np.arctan2(m[1], m[0])
@@ -1061,6 +1167,8 @@ def _ranks(ids, n):
     ids_a = np.asarray(ids)
     if ids_a.ndim != 1 or ids_a.shape[0] != n:
         raise ValueError(f"ids must be a 1-D sequence of {n} ids, got shape {ids_a.shape}")
+    if n == 0:
+        ids_a = ids_a.astype(np.int64)
     if ids_a.dtype.kind == "O":
         kinds = {type(v) for v in ids_a.tolist()}
         if all(issubclass(t, str) for t in kinds):

@@ -190,6 +190,8 @@ def _ids_array(ids, name, n=None):
     if a.ndim != 1 or (n is not None and a.shape[0] != n):
         want = f"{n} " if n is not None else ""
         raise ValueError(f"{name} must be a 1-D sequence of {want}ids, got shape {a.shape}")
+    if a.size == 0:
+        return a.astype(np.int64)   # np.asarray([]) is float64: no ids, integer kind
     if a.dtype.kind == "O":
         vals = a.tolist()
         if all(isinstance(v, str) for v in vals):
