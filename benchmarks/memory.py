@@ -218,7 +218,13 @@ def _child(peer: str, data: Path, k: int) -> dict:
     heap1 = _heap_in_use()
     heap_kib = None if heap0 is None or heap1 is None else round((heap1 - heap0) / 1024, 1)
     del res, tree
+    # The unit vectors a kd-tree peer is handed are part of what it needs: the
+    # tree keeps a reference to the leaders' array, and the batch reads the
+    # orders' one.  Ours computes them internally, and they count in its peak.
+    inputs = 0 if peer == "ours" else (d.leader_xyz.nbytes, d.order_xyz.nbytes)
     return {"peak_build_kib": peak_build, "peak_kib": peak, "retained_kib": retained,
+            "input_build_kib": 0 if peer == "ours" else inputs[0] // 1024,
+            "input_kib": 0 if peer == "ours" else sum(inputs) // 1024,
             "heap_retained_kib": heap_kib, "baseline_kib": base,
             "method": method + (" (after malloc_trim)" if trimmed else ""),
             "n_leaders": int(d.n_leaders), "n_orders": int(d.n_orders)}
