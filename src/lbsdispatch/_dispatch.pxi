@@ -100,6 +100,26 @@ cdef inline bint tie_less(const State* s, intp a, intp b) noexcept nogil:
     return s.t.rank[a] < s.t.rank[b]
 
 
+cdef inline bint ahead(const State* s, const double* q, double d2a, intp a, double d2b,
+                       intp b) noexcept nogil:
+    """Does leader a (at d2a) come before leader b (at d2b) for an order at q?
+
+    By distance; squared chords within rounding of each other are compared on
+    the reported metres, and equal metres are a tie ordered by the tie keys.
+    """
+    cdef double ma, mb
+    if d2a < d2b - (d2b * SLACK_REL + SLACK_ABS):
+        return True
+    if d2a > d2b + (d2b * SLACK_REL + SLACK_ABS):
+        return False
+    if d2a != d2b:
+        ma = chord2_to_m(d2a, q, s.t.pts + 3 * a)
+        mb = chord2_to_m(d2b, q, s.t.pts + 3 * b)
+        if ma != mb:
+            return ma < mb
+    return tie_less(s, a, b)
+
+
 cdef inline void counts_add(State* s, intp p, int32_t davail, int32_t dfull) noexcept nogil:
     cdef intp node = s.leaf_of[p]
     while True:
@@ -197,7 +217,7 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
                 d2 = dx * dx + dy * dy + dz * dz
                 if d2 <= bnd and s.active[p] and within(s, p, d2, q):
                     if s.ok[p]:
-                        if d2 < b.d2 or b.pos < 0 or (d2 == b.d2 and tie_less(s, p, b.pos)):
+                        if b.pos < 0 or ahead(s, q, d2, p, b.d2, b.pos):
                             b.d2 = d2
                             b.pos = p
                             bnd = with_slack(d2)

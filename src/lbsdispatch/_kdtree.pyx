@@ -61,7 +61,7 @@ EARTH_RADIUS_M = EARTH_R
 # ----------------------------------------------------------------------------
 cdef inline void unit_vector(double lat, double lon, double* out) noexcept nogil:
     cdef double la = lat * DEG
-    cdef double lo = lon * DEG
+    cdef double lo = (180.0 if lon == -180.0 else lon) * DEG   # -180 and 180: one meridian
     cdef double cl
     if lat == 90.0 or lat == -90.0:
         # every longitude names the same pole: one exact vector, so leaders
@@ -210,6 +210,27 @@ cdef inline void tree_vector(const Tree* t, double lat, double lon, double* out)
     out[2] = t.rot[6] * u[0] + t.rot[7] * u[1] + t.rot[8] * u[2]
 
 
+cdef inline bint before(const Tree* t, const double* q, double d2a, int64_t ra, intp pa,
+                        double d2b, int64_t rb, intp pb) noexcept nogil:
+    """Does candidate a come before b?  By distance, then id rank.
+
+    Two squared chords within rounding of each other are compared on the
+    metres the caller will see, so that leaders at equal reported distances
+    (e.g. on one circle of latitude around a pole) always come in id order.
+    """
+    cdef double ma, mb
+    if d2a < d2b - (d2b * SLACK_REL + SLACK_ABS):
+        return True
+    if d2a > d2b + (d2b * SLACK_REL + SLACK_ABS):
+        return False
+    if d2a != d2b:
+        ma = chord2_to_m(d2a, q, t.pts + 3 * pa)
+        mb = chord2_to_m(d2b, q, t.pts + 3 * pb)
+        if ma != mb:
+            return ma < mb
+    return ra < rb
+
+
 cdef struct Best1:
     double d2
     double bound           # d2 with slack: prune only nodes strictly beyond it
@@ -264,8 +285,8 @@ cdef void nn1(const Tree* t, const double* q, Best1* b) noexcept nogil:
             dy = q[1] - x[1]
             dz = q[2] - x[2]
             d2 = dx * dx + dy * dy + dz * dz
-            if d2 <= b.d2:
-                if d2 < b.d2 or t.rank[p] < b.rank:
+            if d2 <= b.bound:
+                if b.pos < 0 or before(t, q, d2, t.rank[p], p, b.d2, b.rank, b.pos):
                     b.d2 = d2
                     b.bound = with_slack(d2)
                     b.rank = t.rank[p]
@@ -294,16 +315,17 @@ cdef struct KBest:
     double bound           # prune bound: worst kept d2 (with slack) once full
 
 
-cdef inline void kbest_add(KBest* h, double d2, int64_t r, intp p) noexcept nogil:
-    """Insert (d2, rank) into the sorted list of the k best, dropping the worst."""
+cdef inline void kbest_add(const Tree* t, const double* q, KBest* h, double d2, int64_t r,
+                           intp p) noexcept nogil:
+    """Insert a candidate into the sorted list of the k best, dropping the worst."""
     cdef intp i = h.size
     if i == h.k:
-        if not (d2 < h.d2[i - 1] or (d2 == h.d2[i - 1] and r < h.rank[i - 1])):
+        if not before(t, q, d2, r, p, h.d2[i - 1], h.rank[i - 1], h.pos[i - 1]):
             return
         i -= 1
     else:
         h.size += 1
-    while i > 0 and (d2 < h.d2[i - 1] or (d2 == h.d2[i - 1] and r < h.rank[i - 1])):
+    while i > 0 and before(t, q, d2, r, p, h.d2[i - 1], h.rank[i - 1], h.pos[i - 1]):
         h.d2[i] = h.d2[i - 1]
         h.rank[i] = h.rank[i - 1]
         h.pos[i] = h.pos[i - 1]
@@ -348,7 +370,7 @@ cdef void knn(const Tree* t, const double* q, KBest* h) noexcept nogil:
             dz = q[2] - x[2]
             d2 = dx * dx + dy * dy + dz * dz
             if d2 <= h.bound:
-                kbest_add(h, d2, t.rank[p], p)
+                kbest_add(t, q, h, d2, t.rank[p], p)
             x += 3
             p += 1
         while True:
@@ -365,6 +387,9 @@ cdef void knn(const Tree* t, const double* q, KBest* h) noexcept nogil:
 
 
 # ---- query order -------------------------------------------------------------
+# Rows searched per block of a batch (bounds the scratch memory).
+cdef intp QUERY_BLOCK = 65536
+
 # Morton order only pays for itself on batches of some size.
 cdef intp MORTON_MIN = 256
 
@@ -760,6 +785,8 @@ cdef class _LeaderTree:
         if (k is 1 or (type(k) is int and k == 1)) and \
                 (type(lat) is float or type(lat) is int or isinstance(lat, float)) and \
                 (type(lon) is float or type(lon) is int or isinstance(lon, float)):
+            if not (type(workers) is int and workers == 1):
+                _check_workers(workers)
             la = lat
             lo = lon
             if first_bad_coord(&la, &lo, 1, &what) >= 0:
@@ -802,9 +829,18 @@ cdef class _LeaderTree:
             return (float(dist[0]), int(idx[0])) if dist.ndim == 1 else (dist[0], idx[0])
         return dist, idx
 
-    def _knn_chunk(self, const double[::1] lat, const double[::1] lon, intp k, double cap,
+    def _knn_chunk(self, lat, lon, intp k, double cap, dist, idx, intp lo, intp hi):
+        """Fill rows lo:hi of dist/idx with the k nearest leaders (validated input).
+
+        Works through blocks of QUERY_BLOCK rows so the scratch memory (unit
+        vectors, Morton keys) stays a few MiB however large the batch.
+        """
+        cdef intp b
+        for b in range(lo, hi, QUERY_BLOCK):
+            self._knn_block(lat, lon, k, cap, dist, idx, b, min(b + QUERY_BLOCK, hi))
+
+    def _knn_block(self, const double[::1] lat, const double[::1] lon, intp k, double cap,
                    double[:, ::1] dist, intp[:, ::1] idx, intp lo, intp hi):
-        """Fill rows lo:hi of dist/idx with the k nearest leaders (validated input)."""
         cdef intp i, j, r, m = hi - lo, kk, missing = self.n_leaders
         cdef double capc = with_slack(m_to_chord2(cap)) if cap != INFINITY else INFINITY
         cdef double d
@@ -1159,34 +1195,45 @@ def _run_chunks(fn, n, workers, args):
         return [f.result() for f in futs]
 
 
-def _ranks(ids, n):
+def _ranks(ids, n, name="ids"):
     """(ids array, rank array): rank is each id's position among the sorted ids."""
     if ids is None:
         ids_a = np.arange(n, dtype=np.int64)
-        return ids_a, ids_a.copy()
+        rank = ids_a.copy()
+        ids_a.setflags(write=False)
+        return ids_a, rank
     ids_a = np.asarray(ids)
     if ids_a.ndim != 1 or ids_a.shape[0] != n:
-        raise ValueError(f"ids must be a 1-D sequence of {n} ids, got shape {ids_a.shape}")
+        raise ValueError(f"{name} must be a 1-D sequence of {n} ids, got shape {ids_a.shape}")
     if n == 0:
         ids_a = ids_a.astype(np.int64)
-    if ids_a.dtype.kind == "O":
-        kinds = {type(v) for v in ids_a.tolist()}
-        if all(issubclass(t, str) for t in kinds):
-            ids_a = ids_a.astype(str)
-        elif all(issubclass(t, (int, np.integer)) and not issubclass(t, bool) for t in kinds):
-            ids_a = ids_a.astype(np.int64)
+    if ids_a.dtype.kind in "OU" and not isinstance(ids, np.ndarray) or ids_a.dtype.kind == "O":
+        # a list like [1, "a"] becomes a str array silently: look at the elements
+        vals = list(ids)
+        is_int = [isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                  for v in vals]
+        is_str = [isinstance(v, (str, np.str_)) for v in vals]
+        if all(is_str):
+            ids_a = np.asarray(vals, dtype=str)
+        elif all(is_int):
+            ids_a = np.asarray(vals, dtype=np.int64)
         else:
-            raise ValueError("ids must be all integers or all strings, got "
-                             + ", ".join(sorted(t.__name__ for t in kinds)))
+            kinds = sorted({type(v).__name__ for v in vals})
+            raise ValueError(f"{name} must be all integers or all strings, got "
+                             + ", ".join(kinds))
     if ids_a.dtype.kind not in "iuU":
-        raise ValueError(f"ids must be integers or strings, got dtype {ids_a.dtype}")
+        raise ValueError(f"{name} must be integers or strings, got dtype {ids_a.dtype}")
+    if ids_a.dtype.kind == "u":
+        ids_a = ids_a.astype(np.int64)
     order = np.argsort(ids_a, kind="stable")
     sorted_ids = ids_a[order]
     if n > 1:
-        dup = np.flatnonzero(sorted_ids[1:] == sorted_ids[:n - 1])
-        if dup.size:
-            a, b = sorted(order[dup[0]:dup[0] + 2].tolist())
-            raise ValueError(f"ids[{b}] = {ids_a[b]!r} duplicates ids[{a}]")
+        rep = sorted_ids[1:] == sorted_ids[:n - 1]
+        if rep.any():
+            # the first row (in input order) that repeats an earlier id
+            b = int(order[1:][rep].min())
+            a = int(np.flatnonzero(ids_a == ids_a[b])[0])
+            raise ValueError(f"{name}[{b}] = {ids_a[b].item()!r} duplicates {name}[{a}]")
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n, dtype=np.int64)
     ids_a = ids_a.copy()

@@ -76,7 +76,8 @@ class LeaderIndex(_LeaderTree):
         if bad.size:
             j = int(bad[0])
             where = "" if r_m is None or np.ndim(r_m) == 0 else f"[{j}]"
-            raise ValueError(f"r_m{where} = {r[j]!r}: radius must be >= 0 (NaN is not allowed)")
+            raise ValueError(f"r_m{where} = {float(r[j])!r}: radius must be >= 0 "
+                             f"(NaN is not allowed)")
         parts = _run_chunks(self._ball_chunk, n, _check_workers(workers), (lat_a, lon_a, r))
         counts = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.intp)
         dist = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
