@@ -87,9 +87,9 @@ def test_duplicate_ids(ids, message):
     ([[1, 2, 3]], "ids must be a 1-D sequence of 3 ids, got shape (1, 3)"),
     ([1.5, 2.5, 3.5], "ids must be integers or strings, got dtype float64"),
     ([True, False, True], "ids must be integers or strings, got dtype bool"),
-    (np.array([1, "a", 2], dtype=object), "ids must be all integers or all strings, got int, str"),
+    (np.array([1, "a", 2], dtype=object), "ids[1] = 'a': ids must be all integers or all strings, got int, str"),
     # a plain list mixing ints and strings is the same mistake
-    ([1, "a", 2], "ids must be all integers or all strings, got int, str"),
+    ([1, "a", 2], "ids[1] = 'a': ids must be all integers or all strings, got int, str"),
 ], ids=repr)
 def test_bad_ids(ids, message):
     with pytest.raises(ValueError, match=exactly(message)):

@@ -87,7 +87,13 @@ cdef inline bint tie_less(const State* s, intp a, intp b) noexcept nogil:
     cdef int64_t x, y
     for i in range(s.nkeys):
         if s.keys[i] == KEY_LOAD:
-            # load / cap compared exactly: loads and capacities are < 2^31
+            # load / cap compared exactly: loads and capacities are < 2^31.  A
+            # capacity of 0 (possible with capacity="unlimited") is an infinite
+            # ratio, which keeps the order transitive.
+            if s.cap[a] == 0 or s.cap[b] == 0:
+                if (s.cap[a] == 0) != (s.cap[b] == 0):
+                    return s.cap[b] == 0
+                continue
             x = s.load[a] * s.cap[b]
             y = s.load[b] * s.cap[a]
             if x != y:

@@ -1195,6 +1195,39 @@ def _run_chunks(fn, n, workers, args):
         return [f.result() for f in futs]
 
 
+def _coerce_ids(ids, name="ids", n=None):
+    """Ids as an int64 or str array; ValueError naming ``name`` otherwise.
+
+    A list such as [1, "a"] would silently become strings in NumPy, so the
+    elements of lists and object arrays are looked at one by one.
+    """
+    ids_a = np.asarray(ids)
+    if ids_a.ndim != 1 or (n is not None and ids_a.shape[0] != n):
+        want = f"{n} " if n is not None else ""
+        raise ValueError(f"{name} must be a 1-D sequence of {want}ids, got shape {ids_a.shape}")
+    if ids_a.shape[0] == 0:
+        return ids_a.astype(np.int64)
+    if ids_a.dtype.kind == "O" or (ids_a.dtype.kind == "U" and not isinstance(ids, np.ndarray)):
+        vals = ids_a.tolist() if isinstance(ids, np.ndarray) else list(ids)
+        is_int = [isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                  for v in vals]
+        if all(isinstance(v, str) for v in vals):
+            return np.asarray(vals, dtype=str)
+        if all(is_int):
+            return np.asarray(vals, dtype=np.int64)
+        kinds = sorted({type(v).__name__ for v in vals})
+        first_int = is_int[0]
+        bad = next((i for i, v in enumerate(vals)
+                    if (is_int[i] != first_int) or not (is_int[i] or isinstance(v, str))), 0)
+        raise ValueError(f"{name}[{bad}] = {vals[bad]!r}: ids must be all integers or all "
+                         f"strings, got " + ", ".join(kinds))
+    if ids_a.dtype.kind in "iu":
+        return ids_a.astype(np.int64)
+    if ids_a.dtype.kind == "U":
+        return ids_a
+    raise ValueError(f"{name} must be integers or strings, got dtype {ids_a.dtype}")
+
+
 def _ranks(ids, n, name="ids"):
     """(ids array, rank array): rank is each id's position among the sorted ids."""
     if ids is None:
@@ -1202,29 +1235,7 @@ def _ranks(ids, n, name="ids"):
         rank = ids_a.copy()
         ids_a.setflags(write=False)
         return ids_a, rank
-    ids_a = np.asarray(ids)
-    if ids_a.ndim != 1 or ids_a.shape[0] != n:
-        raise ValueError(f"{name} must be a 1-D sequence of {n} ids, got shape {ids_a.shape}")
-    if n == 0:
-        ids_a = ids_a.astype(np.int64)
-    if ids_a.dtype.kind in "OU" and not isinstance(ids, np.ndarray) or ids_a.dtype.kind == "O":
-        # a list like [1, "a"] becomes a str array silently: look at the elements
-        vals = list(ids)
-        is_int = [isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-                  for v in vals]
-        is_str = [isinstance(v, (str, np.str_)) for v in vals]
-        if all(is_str):
-            ids_a = np.asarray(vals, dtype=str)
-        elif all(is_int):
-            ids_a = np.asarray(vals, dtype=np.int64)
-        else:
-            kinds = sorted({type(v).__name__ for v in vals})
-            raise ValueError(f"{name} must be all integers or all strings, got "
-                             + ", ".join(kinds))
-    if ids_a.dtype.kind not in "iuU":
-        raise ValueError(f"{name} must be integers or strings, got dtype {ids_a.dtype}")
-    if ids_a.dtype.kind == "u":
-        ids_a = ids_a.astype(np.int64)
+    ids_a = _coerce_ids(ids, name, n)
     order = np.argsort(ids_a, kind="stable")
     sorted_ids = ids_a[order]
     if n > 1:

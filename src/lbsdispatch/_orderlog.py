@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_FIELDS = ("order_id", "leader", "lat", "lon", "customer", "chosen")
+_FIELDS = ("order_id", "leader", "lat", "lon", "customer", "chosen", "seq")
 
 
 class OrderLog:
@@ -19,23 +19,35 @@ class OrderLog:
         self.chunks = []          # dicts of arrays: _FIELDS + "live"
         self.tail = []           # tuples of _FIELDS, orders assigned one at a time
         self.lookup = None        # order id -> (chunk, row)
+        self.next_seq = 0         # sequence number of the next first assignment
 
     # -- writing --------------------------------------------------------------
-    def add_one(self, order_id, leader, lat, lon, customer, chosen):
-        """Record one assigned order (cheap: appends to lists)."""
+    def add_one(self, order_id, leader, lat, lon, customer, chosen, seq=None):
+        """Record one assigned order (cheap: appends to lists).
+
+        ``seq`` is the order's place in the sequence of first assignments; a
+        reassigned order keeps the one it had.
+        """
+        if seq is None:
+            seq = self.next_seq
+            self.next_seq += 1
         if self.lookup is not None:
             self.lookup[order_id] = (len(self.chunks), len(self.tail))
-        self.tail.append((order_id, leader, lat, lon, customer, chosen))
+        self.tail.append((order_id, leader, lat, lon, customer, chosen, seq))
 
-    def add_many(self, order_id, leader, lat, lon, customer, chosen):
+    def add_many(self, order_id, leader, lat, lon, customer, chosen, seq=None):
         """Record a batch of assigned orders (arrays; ``customer`` may be None)."""
         self.flush()
         n = len(order_id)
         if n == 0:
             return
+        if seq is None:
+            seq = np.arange(self.next_seq, self.next_seq + n, dtype=np.int64)
+            self.next_seq += n
         self.chunks.append({"order_id": order_id, "leader": np.asarray(leader, dtype=np.intp),
                             "lat": lat, "lon": lon, "customer": customer,
                             "chosen": np.asarray(chosen, dtype=np.intp),
+                            "seq": np.asarray(seq, dtype=np.int64),
                             "live": np.ones(n, dtype=bool)})
         if self.lookup is not None:
             c = len(self.chunks) - 1
@@ -45,7 +57,7 @@ class OrderLog:
         """Turn the tail of single orders into a chunk."""
         if not self.tail:
             return
-        order_id, leader, lat, lon, customer, chosen = zip(*self.tail)
+        order_id, leader, lat, lon, customer, chosen, seq = zip(*self.tail)
         n = len(self.tail)
         oid = np.empty(n, dtype=object)
         oid[:] = order_id
@@ -57,14 +69,16 @@ class OrderLog:
                             "lat": np.array(lat, dtype=np.float64),
                             "lon": np.array(lon, dtype=np.float64),
                             "customer": cust, "chosen": np.array(chosen, dtype=np.intp),
+                            "seq": np.array(seq, dtype=np.int64),
                             "live": np.ones(n, dtype=bool)})
         self.tail = []
 
     # -- reading --------------------------------------------------------------
     def where(self):
-        """Dictionary order id -> (chunk, row), built on first use."""
+        """Dictionary order id -> (chunk, row), built on first use; the tail is
+        flushed first so that every (chunk, row) it holds exists."""
+        self.flush()
         if self.lookup is None:
-            self.flush()
             self.lookup = {}
             for c, chunk in enumerate(self.chunks):
                 self.lookup.update((k, (c, r)) for r, k in enumerate(chunk["order_id"].tolist()))
@@ -72,7 +86,9 @@ class OrderLog:
 
     def seen(self, order_id):
         """Was this order id ever assigned?"""
-        return order_id in self.where()
+        if self.lookup is None:
+            self.where()
+        return order_id in self.lookup
 
     def known_ids(self):
         """Every order id ever assigned, as one array (None when there is none)."""
@@ -85,13 +101,16 @@ class OrderLog:
         return np.concatenate(ids)
 
     def live_rows(self, leader=None):
-        """(chunk, row) of live orders, optionally of one leader, in assignment order."""
+        """(chunk, row) of live orders, optionally of one leader, in the order of
+        their first assignment."""
         self.flush()
         out = []
         for c, chunk in enumerate(self.chunks):
             mask = chunk["live"] if leader is None else chunk["live"] & (chunk["leader"] == leader)
-            out.extend((c, r) for r in np.flatnonzero(mask).tolist())
-        return out
+            rows = np.flatnonzero(mask)
+            out.extend(zip(chunk["seq"][rows].tolist(), [c] * len(rows), rows.tolist()))
+        out.sort()
+        return [(c, r) for _, c, r in out]
 
     def get(self, c, r, field):
         """One field of one logged order."""

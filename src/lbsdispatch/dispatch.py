@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._kdtree import _DispatchCore, check_coordinates
+from ._kdtree import _as_coords, _coerce_ids, _DispatchCore, _ranks, check_coordinates
 from ._orderlog import OrderLog
 from .index import LeaderIndex
 from .rules import Rules
@@ -186,28 +186,7 @@ def _py(v):
 
 def _ids_array(ids, name, n=None):
     """Leader or customer ids as an int64 or str array; ValueError otherwise."""
-    a = np.asarray(ids)
-    if a.ndim != 1 or (n is not None and a.shape[0] != n):
-        want = f"{n} " if n is not None else ""
-        raise ValueError(f"{name} must be a 1-D sequence of {want}ids, got shape {a.shape}")
-    if a.size == 0:
-        return a.astype(np.int64)   # np.asarray([]) is float64: no ids, integer kind
-    if a.dtype.kind == "O":
-        vals = a.tolist()
-        if all(isinstance(v, str) for v in vals):
-            a = a.astype(str)
-        elif all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in vals):
-            a = a.astype(np.int64)
-        else:
-            bad = next(i for i, v in enumerate(vals)
-                       if not isinstance(v, (str, int, np.integer)) or isinstance(v, bool))
-            raise ValueError(f"{name}[{bad}] = {vals[bad]!r}: ids must be all integers "
-                             f"or all strings")
-    if a.dtype.kind in "iu":
-        return a.astype(np.int64)
-    if a.dtype.kind == "U":
-        return a
-    raise ValueError(f"{name} must be integers or strings, got dtype {a.dtype}")
+    return _coerce_ids(ids, name, n)
 
 
 def _int_column(x, name, n, default, lo, hi):
@@ -333,9 +312,10 @@ class Dispatcher:
         self.rules = Rules() if rules is None else rules
         if not isinstance(self.rules, Rules):
             raise ValueError(f"rules must be a Rules, got {type(rules).__name__}")
-        ids = _ids_array(leader_ids, "leader_ids")
+        ids = _coerce_ids(leader_ids, "leader_ids")
+        ids, _ = _ranks(ids, len(ids), "leader_ids")     # duplicates, named as leader_ids
         n = len(ids)
-        index = LeaderIndex(lat, lon, ids=ids, leafsize=leafsize)  # checks lat/lon/ids
+        index = LeaderIndex(lat, lon, ids=ids, leafsize=leafsize)  # checks lat/lon
         cap = _int_column(capacity, "capacity", n, _UNLIMITED, 0, CAPACITY_MAX) \
             if capacity is not None else np.full(n, _UNLIMITED, dtype=np.int64)
         self._setup(index, cap, np.zeros(n, dtype=np.int64), _bool_column(active, "active", n),
@@ -355,6 +335,7 @@ class Dispatcher:
         self._id_list = self._ids.tolist()      # for the one-order path: no numpy scalars
         self._idmap = _IdMap(self._ids)
         self._missing_id = -1 if self._idmap.kind == "int" else None
+        self._bind_keys = None        # binding positions refer to this leader table
         self._radius = radius
         self._priority = priority
         r = self.rules
@@ -421,7 +402,8 @@ class Dispatcher:
     def add_leaders(self, leader_ids, lat, lon, capacity=None, radius_m=None, priority=None,
                     active=None):
         """Add leaders during the event (the loads of existing leaders are kept)."""
-        ids = _ids_array(leader_ids, "leader_ids")
+        ids = _coerce_ids(leader_ids, "leader_ids")
+        ids, _ = _ranks(ids, len(ids), "leader_ids")
         m = len(ids)
         if m == 0:
             return
@@ -431,8 +413,12 @@ class Dispatcher:
         if (known >= 0).any():
             j = int(np.flatnonzero(known >= 0)[0])
             raise ValueError(f"leader_ids[{j}] = {ids[j]!r} is already a leader")
-        lat_a = np.asarray(lat, dtype=np.float64)
-        lon_a = np.asarray(lon, dtype=np.float64)
+        lat_a = _as_coords(lat, "lat")
+        lon_a = _as_coords(lon, "lon")
+        if len(lat_a) != m or len(lon_a) != m:
+            raise ValueError(f"lat, lon and leader_ids have different lengths "
+                             f"({len(lat_a)}, {len(lon_a)} and {m})")
+        check_coordinates(lat_a, lon_a)
         cap = _int_column(capacity, "capacity", m, _UNLIMITED, 0, CAPACITY_MAX) \
             if capacity is not None else np.full(m, _UNLIMITED, dtype=np.int64)
         act = _bool_column(active, "active", m)
@@ -532,6 +518,8 @@ class Dispatcher:
             self._next_order += 1
         elif self._log.seen(order_id):
             return self._invalid_one(order_id, 5)
+        elif type(order_id) is int and order_id >= self._next_order:
+            self._next_order = order_id + 1
         chosen = _NO_LEADER
         if chosen_leader is not None:
             chosen = self._idmap.one(chosen_leader)
@@ -550,7 +538,8 @@ class Dispatcher:
         if pos >= 0:
             log = self._log
             if log.lookup is None:      # the common case, kept to one list append
-                log.tail.append((order_id, pos, la, lo, customer_id, chosen))
+                log.tail.append((order_id, pos, la, lo, customer_id, chosen, log.next_seq))
+                log.next_seq += 1
             else:
                 log.add_one(order_id, pos, la, lo, customer_id, chosen)
             lid = self._id_list[pos]
@@ -601,6 +590,7 @@ class Dispatcher:
                 raise ValueError(f"order_ids must have one id per order ({n}), "
                                  f"got shape {oids.shape}")
             invalid = np.where(invalid == 0, _duplicate_codes(oids, self._log.known_ids()), invalid)
+            self._skip_auto_ids(oids[invalid == 0])
         chosen = np.full(n, _NO_LEADER, dtype=np.intp)
         if chosen_leaders is not None:
             ch = np.asarray(chosen_leaders, dtype=object if _has_none(chosen_leaders) else None)
@@ -632,6 +622,15 @@ class Dispatcher:
                            None if cust is None else cust[ok], chosen[ok])
         return BatchResult(oids, self._leader_ids_of(leader), leader, dist, outcome, refusal,
                            n_full)
+
+    def _skip_auto_ids(self, oids):
+        """Keep automatic order ids above every explicit integer id dispatched."""
+        if len(oids) and oids.dtype.kind in "iu":
+            self._next_order = max(self._next_order, int(oids.max()) + 1)
+        elif len(oids) and oids.dtype == object:
+            ints = [v for v in oids.tolist() if isinstance(v, int) and not isinstance(v, bool)]
+            if ints:
+                self._next_order = max(self._next_order, max(ints) + 1)
 
     def _chosen_many(self, ch):
         """Positions of chosen leaders; (positions, wrong-type mask)."""
@@ -736,16 +735,16 @@ class Dispatcher:
         was_active, _, _ = self._core.leader_state(i)
         self._core.set_leader(i, False, None, None)
         try:
-            oids, lats, lons, custs, chosen = [], [], [], [], []
+            oids, lats, lons, custs, chosen, seqs = [], [], [], [], [], []
             for c, r in rows:
+                seqs.append(int(log.get(c, r, "seq")))
                 log.kill(c, r)
                 self._core.release(i)
                 oids.append(_py(log.get(c, r, "order_id")))
                 lats.append(log.get(c, r, "lat"))
                 lons.append(log.get(c, r, "lon"))
                 custs.append(_py(log.get(c, r, "customer")))
-                ch = int(log.get(c, r, "chosen"))
-                chosen.append(_NO_LEADER if ch == i else ch)
+                chosen.append(int(log.get(c, r, "chosen")))
             n = len(rows)
             lat_a = np.array(lats, dtype=np.float64)
             lon_a = np.array(lons, dtype=np.float64)
@@ -755,17 +754,21 @@ class Dispatcher:
             bound = self._bound_many(cust_a) if any(c is not None for c in custs) \
                 else np.full(n, _NO_LEADER, dtype=np.intp)
             bound = np.where(bound == i, _NO_LEADER, bound).astype(np.intp)
-            chosen_a = np.array(chosen, dtype=np.intp)
+            # the buyer's choice stays on record; only the leader being emptied
+            # is not offered it again
+            chosen_a = np.array(chosen, dtype=np.intp).reshape(n)
+            chosen_now = np.where(chosen_a == i, _NO_LEADER, chosen_a).astype(np.intp)
             leader = np.empty(n, dtype=np.intp)
             dist = np.empty(n)
             outcome = np.empty(n, dtype=np.int8)
             refusal = np.empty(n, dtype=np.int8)
             n_full = np.empty(n, dtype=np.int32)
-            self._core.assign_many(lat_a, lon_a, chosen_a, bound, np.zeros(n, dtype=np.uint8),
+            self._core.assign_many(lat_a, lon_a, chosen_now, bound, np.zeros(n, dtype=np.uint8),
                                    leader, dist, outcome, refusal, n_full)
             log.forget(oids)
             ok = leader >= 0
-            log.add_many(oid_a[ok], leader[ok], lat_a[ok], lon_a[ok], cust_a[ok], chosen_a[ok])
+            log.add_many(oid_a[ok], leader[ok], lat_a[ok], lon_a[ok], cust_a[ok], chosen_a[ok],
+                         np.array(seqs, dtype=np.int64)[ok])
         finally:
             self._core.set_leader(i, was_active, None, None)
         return BatchResult(oid_a, self._leader_ids_of(leader), leader, dist, outcome, refusal,
@@ -803,10 +806,11 @@ class Dispatcher:
                     np.asarray(L["load"], dtype=np.int64), np.asarray(L["active"], dtype=bool),
                     self._radius, self._priority)
         O = d["orders"]
-        for row in zip(*(O[f] for f in ("order_id", "leader", "lat", "lon", "customer",
-                                         "chosen"))):
+        fields = ("order_id", "leader", "lat", "lon", "customer", "chosen", "seq")
+        for row in zip(*(O.get(f, range(len(O["order_id"]))) for f in fields)):
             self._log.add_one(*row)
         self._log.flush()
+        self._log.next_seq = max(O.get("seq", [-1]) or [-1]) + 1
         self._next_order = d.get("next_order", 0)
         return self
 
