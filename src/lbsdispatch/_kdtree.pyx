@@ -319,13 +319,17 @@ cdef inline void kbest_add(const Tree* t, const double* q, KBest* h, double d2, 
                            intp p) noexcept nogil:
     """Insert a candidate into the sorted list of the k best, dropping the worst."""
     cdef intp i = h.size
+    cdef double lo = d2 + d2 * SLACK_REL + SLACK_ABS   # beyond rounding of d2
     if i == h.k:
-        if not before(t, q, d2, r, p, h.d2[i - 1], h.rank[i - 1], h.pos[i - 1]):
+        if not (h.d2[i - 1] > lo or
+                before(t, q, d2, r, p, h.d2[i - 1], h.rank[i - 1], h.pos[i - 1])):
             return
         i -= 1
     else:
         h.size += 1
-    while i > 0 and before(t, q, d2, r, p, h.d2[i - 1], h.rank[i - 1], h.pos[i - 1]):
+    # clearly farther entries move up without the careful comparison
+    while i > 0 and (h.d2[i - 1] > lo or
+                     before(t, q, d2, r, p, h.d2[i - 1], h.rank[i - 1], h.pos[i - 1])):
         h.d2[i] = h.d2[i - 1]
         h.rank[i] = h.rank[i - 1]
         h.pos[i] = h.pos[i - 1]
@@ -1184,15 +1188,35 @@ _MIN_ROWS_PER_WORKER = 2048
 
 
 def _run_chunks(fn, n, workers, args):
-    """Call fn(*args, lo, hi) over [0, n) split into ``workers`` contiguous chunks."""
+    """Call fn(*args, lo, hi) over [0, n) split into ``workers`` contiguous chunks.
+
+    The calling thread takes the first chunk itself and plain threads take the
+    rest: fn releases the GIL for its loop, and a pool would only add start-up
+    cost on the short batches of a livestream.
+    """
     nchunks = min(workers, max(1, n // _MIN_ROWS_PER_WORKER))
     if nchunks <= 1:
         return [fn(*args, 0, n)]
-    from concurrent.futures import ThreadPoolExecutor
-    bounds = np.linspace(0, n, nchunks + 1).astype(np.intp)
-    with ThreadPoolExecutor(nchunks) as ex:
-        futs = [ex.submit(fn, *args, int(bounds[i]), int(bounds[i + 1])) for i in range(nchunks)]
-        return [f.result() for f in futs]
+    import threading
+    bounds = np.linspace(0, n, nchunks + 1).astype(np.intp).tolist()
+    out = [None] * nchunks
+    errors = []
+
+    def work(i):
+        try:
+            out[i] = fn(*args, bounds[i], bounds[i + 1])
+        except BaseException as e:  # re-raised in the caller below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(1, nchunks)]
+    for t in threads:
+        t.start()
+    work(0)
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return out
 
 
 def _coerce_ids(ids, name="ids", n=None):
