@@ -1,0 +1,895 @@
+"""Dispatcher against the brute-force reference (reference_dispatch.py), and its
+invariances: batch == sequential, leader order, chunking, save/restore.
+
+Generated data
+--------------
+Leaders sit on a grid of 1e-4 degrees around a centre (a street-sized cluster up
+to the whole globe, across the antimeridian too); several leaders often share a
+grid site (exact duplicates: ties the tie rule must resolve exactly).  Orders
+sit at grid points shifted by (0.37, 0.61) of a step, so no order is ever
+mirror-symmetric between two distinct leader sites: two different sites are
+never at (nearly) the same distance by construction, and the comparison with
+the reference is exact order by order.
+
+Hypothesis draws the sizes, the kind of every column and the mix of orders, plus
+seeds; leader rows and order rows come from seeded generators one row after the
+other, so dropping trailing rows keeps the others: shrinking is quick and ends
+on a handful of leaders and orders.
+
+As a safety net the reference flags ("why") any decision that hinges on a
+difference below 1e-6 m between two different sites, or a site and a limit (the
+generator never makes one); then the library's pick must be a plausible one
+and the comparison of that sequence stops (loads may diverge afterwards).
+"""
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import random
+
+import numpy as np
+import pytest
+from hypothesis import assume, event, given, note, settings, strategies as st
+
+from lbsdispatch import Assignment, BatchResult, Dispatcher, Outcome, Refusal, Rules
+
+import reference_dispatch as refmod
+from reference_dispatch import ASSIGNED, TIE_KEYS, ReferenceDispatcher
+
+STEP = 1e-4
+FRAC_LAT, FRAC_LON = 0.37, 0.61
+M_PER_STEP = 11.1195   # metres per grid step of latitude (only to size the data)
+
+# (centre lat, centre lon, max grid index in lat, in lon)
+SPREADS = {
+    "street": 20,        # ~ 220 m
+    "district": 300,     # ~ 3 km
+    "city": 5000,        # ~ 55 km
+}
+CENTRES = [(31.2304, 121.4737), (-33.8688, 151.2093), (64.1466, -21.9426), (0.0, 0.0),
+           (-12.5, 179.98), (45.0, -180.0)]
+
+
+def wrap_lon(lon):
+    if lon > 180.0:
+        return lon - 360.0
+    if lon < -180.0:
+        return lon + 360.0
+    return lon
+
+
+class Geo:
+    """Grid of one scenario: index (i, j) -> (lat, lon)."""
+
+    def __init__(self, clat, clon, imax, jmax):
+        self.clat, self.clon, self.imax, self.jmax = clat, clon, imax, jmax
+
+    def leader(self, i, j):
+        return self.clat + i * STEP, wrap_lon(self.clon + j * STEP)
+
+    def order(self, i, j):
+        return self.clat + (i + FRAC_LAT) * STEP, wrap_lon(self.clon + (j + FRAC_LON) * STEP)
+
+    def __repr__(self):
+        return f"Geo({self.clat}, {self.clon}, {self.imax}, {self.jmax})"
+
+    @property
+    def scale_m(self):
+        return max(self.imax, 1) * M_PER_STEP
+
+
+@st.composite
+def geos(draw):
+    kind = draw(st.sampled_from(["street", "district", "city", "globe"]))
+    if kind == "globe":
+        return Geo(-80.0, -180.0, 1_600_000, 3_599_990)
+    clat, clon = draw(st.sampled_from(CENTRES))
+    m = SPREADS[kind]
+    return Geo(clat, clon, m, m)
+
+
+@st.composite
+def leader_tables(draw, geo, min_size=1, max_size=60, id_kind=None):
+    """A leader table: Hypothesis draws the size and the kind of each column, and a
+    seed; rows come from a seeded generator one after the other (leader k does not
+    depend on how many follow), so shrinking drops trailing leaders cheaply.  Leaders
+    share grid sites often (exact duplicates)."""
+    n = draw(st.integers(min_size, max_size), label="n_leaders")
+    if id_kind is None:
+        id_kind = draw(st.sampled_from(["int", "str"]), label="id kind")
+    n_sites = draw(st.integers(1, max(n, 1)), label="n_sites")
+    cap_mode = draw(st.sampled_from(["none", "small", "mixed"]), label="capacity")
+    radius_mode = draw(st.sampled_from(["none", "some"]), label="radius_m")
+    prio_mode = draw(st.sampled_from(["none", "small", "extreme"]), label="priority")
+    p_inactive = draw(st.sampled_from([None, 0.2, 0.6]), label="p_inactive")
+    seed = draw(st.integers(0, 2**32 - 1), label="leader seed")
+    site_rnd = random.Random(seed ^ 0x5A5A5A5A)
+    sites = [(site_rnd.randint(0, geo.imax), site_rnd.randint(0, geo.jmax))
+             for _ in range(n_sites)]
+    rnd = random.Random(seed)
+    ids, lat, lon, capacity, radius, priority, active = [], [], [], [], [], [], []
+    taken = set()
+    for _ in range(n):
+        while True:
+            if id_kind == "int":
+                lid = rnd.choice([rnd.randint(-50, 50), rnd.randint(-10**6, 10**6)])
+            else:
+                lid = "".join(rnd.choice("abcdefgh") for _ in range(rnd.randint(1, 4)))
+            if lid not in taken:
+                break
+        taken.add(lid)
+        ids.append(lid)
+        la, lo = geo.leader(*sites[rnd.randrange(n_sites)])
+        lat.append(la)
+        lon.append(lo)
+        u = rnd.random()
+        capacity.append(rnd.randint(0, 4) if cap_mode == "small" or u < 0.8
+                        else rnd.choice([10**6, 2**31 - 2]))
+        u = rnd.random()
+        radius.append(math.inf if u < 0.4 else (0.0 if u < 0.45
+                                                else rnd.uniform(0, 1.5 * geo.scale_m)))
+        u = rnd.random()
+        priority.append(rnd.randint(-2, 2) if prio_mode == "small" or u < 0.7
+                        else rnd.choice([-2**62, 2**62]))
+        active.append(p_inactive is None or rnd.random() >= p_inactive)
+    unknown = 10**6 + 7 if id_kind == "int" else "zz-unknown"
+    return dict(leader_ids=ids, lat=lat, lon=lon,
+                capacity=None if cap_mode == "none" else capacity,
+                radius_m=None if radius_mode == "none" else radius,
+                priority=None if prio_mode == "none" else priority,
+                active=None if p_inactive is None else active,
+                unknown=unknown, sites=sites)
+
+
+@st.composite
+def rules_st(draw, geo):
+    maxd = draw(st.one_of(st.none(), st.floats(0.0, 1.5 * geo.scale_m)))
+    tol = draw(st.one_of(st.just(0.0), st.floats(0.0, geo.scale_m / 4)))
+    keys = draw(st.permutations(TIE_KEYS))
+    k = draw(st.integers(1, 3))
+    tie_break = tuple(keys[:k])
+    cap = draw(st.sampled_from(["strict", "strict", "strict", "unlimited"]))
+    return Rules(max_distance_m=maxd, tie_tolerance_m=tol, tie_break=tie_break, capacity=cap)
+
+
+@st.composite
+def orders_st(draw, geo, table, max_orders=200):
+    """Orders anywhere over the leaders' area (and a margin), or a few steps from a
+    leader site; with customers (some bound) and chosen leaders (known or unknown).
+
+    Hypothesis draws the count, the mix and a seed; the rows come from a seeded
+    generator, one after the other, so the first k orders do not depend on how
+    many there are: shrinking cuts the stream right after the first failing order,
+    and is quick.
+    """
+    n = draw(st.one_of(st.integers(0, 20), st.integers(20, max_orders)), label="n_orders")
+    seed = draw(st.integers(0, 2**32 - 1), label="order seed")
+    p_near = draw(st.sampled_from([0.0, 0.5, 0.9]), label="p_near_site")
+    p_cust = draw(st.sampled_from([0.0, 0.5, 1.0]), label="p_customer")
+    p_chosen = draw(st.sampled_from([0.0, 0.3, 0.7]), label="p_chosen")
+    p_unknown = draw(st.sampled_from([0.0, 0.3]), label="p_chosen_unknown")
+    sites = table["sites"]
+    ids = table["leader_ids"]
+    ipad, jpad = max(geo.imax // 4, 2), max(geo.jmax // 4, 2)
+    if geo.imax > 100_000:
+        ipad = jpad = 0
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(n):
+        i = rnd.randint(-ipad, geo.imax + ipad - 1)
+        j = rnd.randint(-jpad, geo.jmax + jpad - 1)
+        site = rnd.randrange(len(sites))
+        di, dj = rnd.randint(-3, 2), rnd.randint(-3, 2)
+        near, cu, ch, unk, k = (rnd.random(), rnd.random(), rnd.random(), rnd.random(),
+                                rnd.randrange(max(len(ids), 1)))
+        c = rnd.randint(0, 11)
+        if near < p_near:
+            i, j = sites[site][0] + di, sites[site][1] + dj
+        lat, lon = geo.order(i, j)
+        chosen = None
+        if ch < p_chosen:
+            chosen = table["unknown"] if (unk < p_unknown or not ids) else ids[k]
+        out.append(dict(lat=lat, lon=lon, customer=c if cu < p_cust else None, chosen=chosen))
+    return out
+
+
+@st.composite
+def scenarios(draw, max_leaders=60, max_orders=200, min_leaders=1):
+    geo = draw(geos())
+    table = draw(leader_tables(geo, min_size=min_leaders, max_size=max_leaders))
+    rules = draw(rules_st(geo))
+    orders = draw(orders_st(geo, table, max_orders=max_orders))
+    ids = table["leader_ids"]
+    bindings = {}
+    if draw(st.integers(0, 3)):
+        targets = st.just(table["unknown"])
+        if ids:
+            targets = st.one_of(targets, st.sampled_from(ids))
+        bindings = draw(st.dictionaries(st.integers(0, 11), targets, max_size=10))
+    str_oids = draw(st.booleans())
+    for k, o in enumerate(orders):
+        o["order_id"] = f"o{k}" if str_oids else k
+    return dict(geo=geo, table=table, rules=rules, orders=orders, bindings=bindings)
+
+
+# -- building both dispatchers ------------------------------------------------------------
+def build(sc, perm=None):
+    t = sc["table"]
+    n = len(t["leader_ids"])
+    perm = list(range(n)) if perm is None else list(perm)
+
+    def p(x):
+        return None if x is None else [x[k] for k in perm]
+
+    ids = p(t["leader_ids"])
+    ids_arr = np.array(ids, dtype=np.int64) if n == 0 else ids
+    return Dispatcher(ids_arr, p(t["lat"]), p(t["lon"]), capacity=p(t["capacity"]),
+                      radius_m=p(t["radius_m"]), priority=p(t["priority"]),
+                      active=p(t["active"]), bindings=sc["bindings"] or None, rules=sc["rules"])
+
+
+def build_ref(sc):
+    t = sc["table"]
+    r = sc["rules"]
+    return ReferenceDispatcher(t["leader_ids"], t["lat"], t["lon"], capacity=t["capacity"],
+                               radius_m=t["radius_m"], priority=t["priority"],
+                               active=t["active"], bindings=sc["bindings"],
+                               max_distance_m=r.max_distance_m,
+                               tie_tolerance_m=r.tie_tolerance_m, tie_break=r.tie_break,
+                               capacity_rule=r.capacity)
+
+
+class Diverged(Exception):
+    """The reference flagged a decision below floating-point resolution."""
+
+
+def unassigned_id(d):
+    return -1 if d.leader_ids.dtype.kind in "iu" else None
+
+
+def check_one(got, exp, d, where=""):
+    """Library Assignment ``got`` against the reference result ``exp``."""
+    assert isinstance(got, Assignment)
+    assert isinstance(got.outcome, Outcome)
+    got_leader = got.leader_id if got.outcome.name in ASSIGNED else None
+    if exp.ambiguous:
+        event(f"reference stopped: {exp.why}")
+        assert got.outcome != Outcome.INVALID, where
+        assert got_leader in exp.plausible, (where, got, exp)
+        raise Diverged
+    msg = f"{where}: library {got} != reference {exp}"
+    assert got.order_id == exp.order_id, msg
+    assert got.outcome.name == exp.outcome, msg
+    assert got_leader == exp.leader_id, msg
+    assert got.reason == exp.reason, msg
+    assert got.n_full_nearer == exp.n_full_nearer, msg
+    if exp.leader_id is None:
+        assert got.leader_id == unassigned_id(d), msg
+        assert got.distance_m == math.inf, msg
+    else:
+        assert math.isclose(got.distance_m, exp.distance_m, rel_tol=1e-9, abs_tol=1e-8), msg
+
+
+def check_batch(res, exps, d, where=""):
+    assert isinstance(res, BatchResult)
+    assert len(res) == len(exps)
+    for arr in (res.order_id, res.leader_id, res.leader_index, res.distance_m, res.outcome,
+                res.refusal, res.n_full_nearer, res.reason):
+        assert len(arr) == len(exps)
+    assert res.outcome.dtype == np.int8 and res.refusal.dtype == np.int8
+    ids = d.leader_ids
+    for i, exp in enumerate(exps):
+        got = res[i]
+        check_one(got, exp, d, f"{where} row {i}")
+        # the raw columns agree with the Assignment view
+        li = int(res.leader_index[i])
+        if exp.leader_id is None:
+            assert li == -1
+        else:
+            assert ids[li] == exp.leader_id
+        if exp.outcome != "INVALID":
+            assert int(res.refusal[i]) == Refusal[exp.refusal].value, (where, i, exp)
+        assert res.reason[i] == exp.reason
+    counts = res.counts()
+    assert set(counts) == set(Outcome)
+    for o in Outcome:
+        assert counts[o] == sum(e.outcome == o.name for e in exps)
+
+
+def run_parts(sc, d, ref, parts, toggles, modes):
+    """Feed the orders in parts (assign loop or assign_batch per part), switching
+    leaders on/off between parts in both.  Returns normally, or raises Diverged."""
+    orders = sc["orders"]
+    ids = sc["table"]["leader_ids"]
+    bounds = [0] + parts + [len(orders)]
+    for k in range(len(bounds) - 1):
+        if k > 0:
+            for li, on in toggles[k - 1]:
+                if ids:
+                    lid = ids[li % len(ids)]
+                    d.set_active(lid, on)
+                    ref.set_active(lid, on)
+        chunk = orders[bounds[k]:bounds[k + 1]]
+        if modes[k] == "batch":
+            res = d.assign_batch([o["lat"] for o in chunk], [o["lon"] for o in chunk],
+                                 order_ids=[o["order_id"] for o in chunk],
+                                 customer_ids=[o["customer"] for o in chunk],
+                                 chosen_leaders=[o["chosen"] for o in chunk])
+            exps = ref.assign_batch([o["lat"] for o in chunk], [o["lon"] for o in chunk],
+                                    [o["order_id"] for o in chunk],
+                                    [o["customer"] for o in chunk],
+                                    [o["chosen"] for o in chunk])
+            check_batch(res, exps, d, f"part {k} (batch)")
+        else:
+            for j, o in enumerate(chunk):
+                got = d.assign(o["lat"], o["lon"], order_id=o["order_id"],
+                               customer_id=o["customer"], chosen_leader=o["chosen"])
+                exp = ref.assign(o["lat"], o["lon"], o["order_id"], o["customer"], o["chosen"])
+                check_one(got, exp, d, f"part {k} order {j}")
+        assert d.loads().tolist() == ref.loads()
+
+
+# -- 1. the library equals the reference ----------------------------------------------------
+@settings(deadline=None)
+@given(sc=scenarios(), data=st.data())
+def test_matches_reference(sc, data):
+    n_orders = len(sc["orders"])
+    parts = sorted(data.draw(st.lists(st.integers(0, n_orders), max_size=3), label="cuts"))
+    toggles = data.draw(st.lists(st.lists(st.tuples(st.integers(0, 59), st.booleans()),
+                                          max_size=6),
+                                 min_size=len(parts), max_size=len(parts)), label="toggles")
+    modes = data.draw(st.lists(st.sampled_from(["assign", "batch"]), min_size=len(parts) + 1,
+                               max_size=len(parts) + 1), label="modes")
+    d = build(sc)
+    ref = build_ref(sc)
+    note(f"rules={sc['rules']}")
+    try:
+        run_parts(sc, d, ref, parts, toggles, modes)
+    except Diverged:
+        return
+
+
+def _outcome_mix(sc):
+    """Outcomes the reference gives the scenario (to check the data covers them)."""
+    ref = build_ref(sc)
+    o = sc["orders"]
+    res = ref.assign_batch([x["lat"] for x in o], [x["lon"] for x in o],
+                           [x["order_id"] for x in o], [x["customer"] for x in o],
+                           [x["chosen"] for x in o])
+    return {r.outcome for r in res} | {r.refusal for r in res}, any(r.ambiguous for r in res)
+
+
+def test_generated_data_covers_every_outcome():
+    """The scenarios of test_matches_reference reach every outcome and refusal, and the
+    reference practically never needs its floating-point safety net."""
+    seen = set()
+    n_amb = 0
+    strategy = scenarios()
+
+    @settings(max_examples=150, deadline=None, derandomize=True, database=None)
+    @given(sc=strategy)
+    def collect(sc):
+        nonlocal n_amb
+        kinds, amb = _outcome_mix(sc)
+        seen.update(kinds)
+        n_amb += amb
+
+    collect()
+    want = {"NEAREST", "SPILLOVER", "STICKY", "CHOSEN", "OUT_OF_RANGE", "ALL_FULL",
+            "CHOSEN_UNKNOWN", "CHOSEN_INACTIVE", "CHOSEN_OUT_OF_RANGE", "CHOSEN_FULL",
+            "BOUND_UNKNOWN", "BOUND_INACTIVE", "BOUND_OUT_OF_RANGE", "BOUND_FULL"}
+    assert want <= seen, want - seen
+    assert n_amb <= 2, n_amb
+
+
+# -- hand-made cases with known answers ------------------------------------------------------
+def test_spillover_counts_full_nearer_leaders():
+    # three leaders north of the order at 100, 200, 300 m-ish; the first two take one order
+    lat = [0.001, 0.002, 0.003]
+    d = Dispatcher([1, 2, 3], lat, [0, 0, 0], capacity=[1, 1, 5])
+    a = [d.assign(0.0, 0.0, order_id=k) for k in range(4)]
+    assert [x.leader_id for x in a] == [1, 2, 3, 3]
+    assert [x.outcome for x in a] == [Outcome.NEAREST, Outcome.SPILLOVER, Outcome.SPILLOVER,
+                                      Outcome.SPILLOVER]
+    assert [x.n_full_nearer for x in a] == [0, 1, 2, 2]
+    assert a[1].reason == "nearer leaders full; next nearest with room"
+
+
+def test_duplicate_position_tie_break_by_load_priority_id():
+    # four leaders at one point; capacities make load ratios differ after a few orders
+    kw = dict(lat=[1.0] * 4, lon=[2.0] * 4, capacity=[4, 2, 4, 100])
+    d = Dispatcher([40, 30, 20, 10], priority=[0, 5, 5, 0], **kw)
+    got = [d.assign(1.0, 2.0001, order_id=k).leader_id for k in range(6)]
+    # all empty: load ratio equal -> priority 5 (30, 20) -> id 20 first
+    ref = ReferenceDispatcher([40, 30, 20, 10], priority=[0, 5, 5, 0], **kw)
+    want = [ref.assign(1.0, 2.0001, k).leader_id for k in range(6)]
+    assert got == want
+    assert got[:3] == [20, 30, 10]
+    d2 = Dispatcher([40, 30, 20, 10], priority=[0, 5, 5, 0], rules=Rules(tie_break=("id",)), **kw)
+    assert [d2.assign(1.0, 2.0001).leader_id for _ in range(3)] == [10, 10, 10]
+    d3 = Dispatcher([40, 30, 20, 10], priority=[0, 5, 5, 0],
+                    rules=Rules(tie_break=("priority", "load")), **kw)
+    assert [d3.assign(1.0, 2.0001).leader_id for _ in range(5)] == [20, 30, 20, 20, 30]
+
+
+def test_tie_tolerance_groups_nearby_leaders():
+    # leaders ~11 m and ~22 m away; with 20 m tolerance both tie and priority decides
+    d = Dispatcher([1, 2], [0.0001, 0.0002], [0, 0], priority=[0, 1],
+                   rules=Rules(tie_tolerance_m=20.0, tie_break=("priority",)))
+    a = d.assign(0.0, 0.0)
+    assert a.leader_id == 2 and a.outcome == Outcome.NEAREST
+    d = Dispatcher([1, 2], [0.0001, 0.0002], [0, 0], priority=[0, 1],
+                   rules=Rules(tie_tolerance_m=5.0, tie_break=("priority",)))
+    assert d.assign(0.0, 0.0).leader_id == 1
+
+
+def test_chosen_and_bound_refusals_in_order():
+    d = Dispatcher([1, 2, 3], [0.001, 0.002, 0.5], [0, 0, 0], capacity=[1, 5, 5],
+                   active=[True, False, True], bindings={"c1": 2, "c2": 99, "c3": 3},
+                   rules=Rules(max_distance_m=5000))
+    assert d.assign(0, 0, chosen_leader=1).outcome == Outcome.CHOSEN
+    r = d.assign(0, 0, chosen_leader=1, customer_id="c3")
+    assert (r.outcome, r.leader_id) == (Outcome.ALL_FULL, -1)
+    assert r.reason == "all leaders within range are full (chosen leader full)"
+    r = d.assign(0, 0, customer_id="c1")
+    assert r.reason == "all leaders within range are full (bound leader inactive)"
+    r = d.assign(0, 0, customer_id="c2")
+    assert r.reason == "all leaders within range are full (bound leader unknown)"
+    r = d.assign(0, 0, customer_id="c3")
+    assert r.reason == "all leaders within range are full (bound leader out of range)"
+    r = d.assign(0, 0, chosen_leader=7, customer_id="c3")
+    assert r.reason == "all leaders within range are full (chosen leader unknown)"
+    r = d.assign(0, 0, chosen_leader=2)
+    assert r.reason.endswith("(chosen leader inactive)")
+    r = d.assign(0, 0, chosen_leader=3)
+    assert r.reason.endswith("(chosen leader out of range)")
+    d.set_active(2, True)
+    r = d.assign(0, 0, chosen_leader=1, customer_id="c1")
+    assert (r.outcome, r.leader_id) == (Outcome.STICKY, 2)
+    assert r.reason == "kept the customer's bound leader (chosen leader full)"
+
+
+def test_capacity_zero_and_unlimited_rule():
+    d = Dispatcher([1, 2], [0.001, 0.002], [0, 0], capacity=[0, 1])
+    assert d.assign(0, 0).leader_id == 2
+    r = d.assign(0, 0)
+    assert r.outcome == Outcome.ALL_FULL and r.distance_m == math.inf
+    u = Dispatcher([1, 2], [0.001, 0.002], [0, 0], capacity=[0, 1],
+                   rules=Rules(capacity="unlimited"))
+    got = [u.assign(0, 0) for _ in range(5)]
+    assert {a.leader_id for a in got} == {1}
+    assert all(a.outcome == Outcome.NEAREST and a.n_full_nearer == 0 for a in got)
+    assert u.loads().tolist() == [5, 0]
+
+
+def test_str_leader_ids_unassigned_is_none():
+    d = Dispatcher(["b", "a"], [0.001, 0.001], [0, 0], capacity=[1, 1])
+    assert [d.assign(0, 0).leader_id for _ in range(3)] == ["a", "b", None]
+    res = d.assign_batch([0.0], [0.0])
+    assert res.leader_id.tolist() == [None]
+    assert res[0].leader_id is None and res.leader_index.tolist() == [-1]
+
+
+def test_suggest_matches_reference_and_assigns_nothing():
+    rng = np.random.default_rng(5)
+    n = 40
+    i = rng.integers(0, 300, n)
+    j = rng.integers(0, 300, n)
+    lat = (31.0 + i * STEP).tolist()
+    lon = (121.0 + j * STEP).tolist()
+    lat[1], lon[1] = lat[0], lon[0]          # an exact tie
+    cap = rng.integers(0, 3, n).tolist()
+    ids = rng.permutation(1000)[:n].tolist()
+    active = (rng.random(n) > 0.2).tolist()
+    radius = np.where(rng.random(n) > 0.5, np.inf, rng.uniform(0, 3000, n)).tolist()
+    rules = Rules(max_distance_m=2500)
+    d = Dispatcher(ids, lat, lon, capacity=cap, active=active, radius_m=radius, rules=rules)
+    ref = ReferenceDispatcher(ids, lat, lon, capacity=cap, active=active, radius_m=radius,
+                              max_distance_m=2500)
+    for q in range(30):
+        qa = 31.0 + (int(rng.integers(0, 300)) + FRAC_LAT) * STEP
+        qo = 121.0 + (int(rng.integers(0, 300)) + FRAC_LON) * STEP
+        for k in (1, 3, 50):
+            got = d.suggest(qa, qo, k=k)
+            want, amb = ref.suggest(qa, qo, k=k)
+            assert not amb
+            assert [g[0] for g in got] == [w[0] for w in want]
+            np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want],
+                                       rtol=1e-9, atol=1e-8)
+        before = d.loads().copy()
+        assert d.suggest(qa, qo) is not None
+        assert np.array_equal(d.loads(), before)
+        # and a real order there goes where the reference sends it
+        a = d.assign(qa, qo, order_id=q)
+        e = ref.assign(qa, qo, q)
+        assert (a.leader_id if a.outcome.name in ASSIGNED else None) == e.leader_id
+
+
+# -- 2. invariances ----------------------------------------------------------------------------
+def _batch_args(orders):
+    return ([o["lat"] for o in orders], [o["lon"] for o in orders],
+            dict(order_ids=[o["order_id"] for o in orders],
+                 customer_ids=[o["customer"] for o in orders],
+                 chosen_leaders=[o["chosen"] for o in orders]))
+
+
+def _rows(res):
+    return [tuple(res[i]) for i in range(len(res))]
+
+
+def _same_rows(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x[0] == y[0] and x[1] == y[1] and x[3] == y[3] and x[4] == y[4] and x[5] == y[5], \
+            (x, y)
+        assert x[2] == y[2] or math.isclose(x[2], y[2], rel_tol=1e-9, abs_tol=1e-8), (x, y)
+
+
+def _unambiguous(sc):
+    _, amb = _outcome_mix(sc)
+    return not amb
+
+
+@settings(deadline=None)
+@given(sc=scenarios())
+def test_batch_equals_sequential(sc):
+    lat, lon, kw = _batch_args(sc["orders"])
+    res = build(sc).assign_batch(lat, lon, **kw)
+    d = build(sc)
+    seq = [tuple(d.assign(o["lat"], o["lon"], order_id=o["order_id"], customer_id=o["customer"],
+                          chosen_leader=o["chosen"])) for o in sc["orders"]]
+    _same_rows(_rows(res), seq)   # bit-identical: same code path, same state
+    for x, y in zip(_rows(res), seq):
+        assert x[2] == y[2]
+
+
+@settings(deadline=None)
+@given(sc=scenarios(), seed=st.integers(0, 2**32 - 1))
+def test_shuffled_leader_table_gives_same_result(sc, seed):
+    assume(_unambiguous(sc))
+    n = len(sc["table"]["leader_ids"])
+    perm = np.random.default_rng(seed).permutation(n).tolist()
+    lat, lon, kw = _batch_args(sc["orders"])
+    a = build(sc)
+    b = build(sc, perm)
+    _same_rows(_rows(a.assign_batch(lat, lon, **kw)), _rows(b.assign_batch(lat, lon, **kw)))
+    la = dict(zip(a.leader_ids.tolist(), a.loads().tolist()))
+    lb = dict(zip(b.leader_ids.tolist(), b.loads().tolist()))
+    assert la == lb
+
+
+@settings(deadline=None)
+@given(sc=scenarios(), cuts=st.lists(st.integers(0, 200), max_size=6))
+def test_chunked_batches_equal_one_batch(sc, cuts):
+    orders = sc["orders"]
+    lat, lon, kw = _batch_args(orders)
+    whole = _rows(build(sc).assign_batch(lat, lon, **kw))
+    d = build(sc)
+    bounds = sorted({0, len(orders), *[c for c in cuts if c <= len(orders)]})
+    parts = []
+    for s, e in zip(bounds, bounds[1:]):
+        la, lo, kw2 = _batch_args(orders[s:e])
+        parts += _rows(d.assign_batch(la, lo, **kw2))
+    _same_rows(whole, parts)
+
+
+# -- 4. saving and restoring, pressure, edge tables ---------------------------------------------
+def _roundtrip(d, how):
+    if how == "pickle":
+        return pickle.loads(pickle.dumps(d))
+    if how == "json":
+        return Dispatcher.from_dict(json.loads(json.dumps(d.to_dict())))
+    return Dispatcher.from_dict(d.to_dict())
+
+
+@pytest.mark.parametrize("how", ["dict", "json", "pickle"])
+@settings(deadline=None, max_examples=25)
+@given(sc=scenarios(max_orders=120), cut=st.integers(0, 120), n_release=st.integers(0, 10))
+def test_save_restore_mid_event_continues_identically(how, sc, cut, n_release):
+    orders = sc["orders"]
+    cut = min(cut, len(orders))
+    first, rest = orders[:cut], orders[cut:]
+    live = build(sc)
+    la, lo, kw = _batch_args(first)
+    r1 = live.assign_batch(la, lo, **kw)
+    assigned = [r1.order_id[i].item() for i in range(len(r1)) if r1.outcome[i] <= 3]
+    for oid in assigned[:n_release]:
+        live.release(oid)
+    restored = _roundtrip(live, how)
+    assert restored.loads().tolist() == live.loads().tolist()
+    assert restored.capacities().tolist() == live.capacities().tolist()
+    assert restored.actives().tolist() == live.actives().tolist()
+    assert restored.leader_ids.tolist() == live.leader_ids.tolist()
+    assert restored.rules == live.rules
+    for lid in live.leader_ids.tolist()[:10]:
+        assert restored.orders_of(lid) == live.orders_of(lid)
+    assert restored._core._check_counts()
+    la, lo, kw = _batch_args(rest)
+    _same_rows(_rows(live.assign_batch(la, lo, **kw)), _rows(restored.assign_batch(la, lo, **kw)))
+    assert restored.loads().tolist() == live.loads().tolist()
+    # an order assigned before the save is still known to the restored dispatcher
+    still = [o for o in assigned[n_release:]]
+    if still:
+        assert restored.assign(0.0, 0.0, order_id=still[0]).outcome == Outcome.INVALID
+        restored.release(still[0])
+    # auto-numbered orders continue from the same number
+    assert restored.assign(0.0, 0.0).order_id == live.assign(0.0, 0.0).order_id
+
+
+def test_save_restore_with_moved_and_added_leaders():
+    d = Dispatcher([1, 2, 3], [0.001, 0.002, 0.003], [0, 0, 0], capacity=[2, 2, 2],
+                   bindings={"c": 3}, rules=Rules(max_distance_m=10_000, tie_break=("priority",)))
+    d.assign_batch([0.0] * 3, [0.0] * 3, order_ids=[10, 11, 12], customer_ids=["x", "c", None])
+    d.add_leaders([9], [0.0005], [0.0], capacity=[1], priority=[3])
+    d.move_leader(2, 0.0001, 0.0)
+    d.set_capacity(1, 0)
+    d.set_active(3, False)
+    for how in ("dict", "json", "pickle"):
+        e = _roundtrip(d, how)
+        assert e.to_dict() == d.to_dict()
+    e = pickle.loads(pickle.dumps(d))
+    a = [d.assign(0.0, 0.0, customer_id="c") for _ in range(4)]
+    b = [e.assign(0.0, 0.0, customer_id="c") for _ in range(4)]
+    assert a == b
+
+
+@settings(deadline=None)
+@given(sc=scenarios(max_orders=200, min_leaders=1), frac=st.floats(0.3, 0.7))
+def test_capacity_pressure(sc, frac):
+    """Total capacity well below the number of orders: nobody goes above capacity and
+    ALL_FULL shows up."""
+    orders = sc["orders"]
+    assume(len(orders) >= 20)
+    n = len(sc["table"]["leader_ids"])
+    total = int(frac * len(orders))
+    rng = np.random.default_rng(len(orders))
+    cap = np.bincount(rng.integers(0, n, total), minlength=n).tolist()
+    sc = dict(sc, table=dict(sc["table"], capacity=cap, radius_m=None, active=None),
+              rules=Rules(tie_tolerance_m=sc["rules"].tie_tolerance_m,
+                          tie_break=sc["rules"].tie_break))
+    d = build(sc)
+    lat, lon, kw = _batch_args(orders)
+    res = d.assign_batch(lat, lon, **kw)
+    loads = d.loads()
+    assert (loads <= np.asarray(cap)).all()
+    assert loads.sum() == total          # every slot filled: all leaders are reachable
+    c = res.counts()
+    assert c[Outcome.ALL_FULL] == len(orders) - total - c[Outcome.INVALID]
+    assert c[Outcome.ALL_FULL] > 0
+    assert c[Outcome.OUT_OF_RANGE] == 0
+    assert d._core._check_counts()
+
+
+def test_single_leader():
+    d = Dispatcher([5], [10.0], [20.0], capacity=2, radius_m=1000.0)
+    a = [d.assign(10.0, 20.001) for _ in range(3)]
+    assert [x.leader_id for x in a] == [5, 5, -1]
+    assert [x.outcome for x in a] == [Outcome.NEAREST, Outcome.NEAREST, Outcome.ALL_FULL]
+    assert d.assign(11.0, 20.0).outcome == Outcome.OUT_OF_RANGE
+    assert math.isclose(a[0].distance_m, refmod.great_circle_m(10.0, 20.001, 10.0, 20.0),
+                        rel_tol=1e-9)
+    assert d.suggest(10.0, 20.0) == []
+    d.release(a[0].order_id)
+    assert d.suggest(10.0, 20.0, k=3) == [(5, 0.0)]
+
+
+EMPTY_TABLES = pytest.mark.parametrize(
+    "ids", [[], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=str)], ids=["list", "int64", "str"])
+
+
+@EMPTY_TABLES
+def test_empty_leader_table(ids):
+    d = Dispatcher(ids, [], [])
+    assert d.n_leaders == 0
+    a = d.assign(1.0, 2.0)
+    assert a.outcome == Outcome.OUT_OF_RANGE and a.distance_m == math.inf
+    assert a.reason == "no active leader within range"
+    res = d.assign_batch([1.0, -5.0, 0.0], [2.0, 3.0, 179.0])
+    assert res.outcome.tolist() == [Outcome.OUT_OF_RANGE] * 3
+    assert res.counts()[Outcome.OUT_OF_RANGE] == 3
+    assert res.leader_index.tolist() == [-1] * 3
+    assert d.suggest(0.0, 0.0) == []
+    assert d.loads().tolist() == []
+
+
+@EMPTY_TABLES
+def test_empty_leader_table_save_restore(ids):
+    d = Dispatcher(ids, [], [])
+    d.assign(1.0, 2.0)
+    e = Dispatcher.from_dict(d.to_dict())
+    assert e.n_leaders == 0
+    assert e.assign(0.0, 0.0).outcome == Outcome.OUT_OF_RANGE
+    f = pickle.loads(pickle.dumps(d))
+    assert f.n_leaders == 0
+
+
+def test_empty_batch():
+    d = Dispatcher([1, 2], [0, 1], [0, 1], capacity=3)
+    res = d.assign_batch([], [])
+    assert len(res) == 0
+    assert res.counts() == {o: 0 for o in Outcome}
+    assert len(res.to_frame()) == 0
+    assert list(res.to_frame().columns) == ["order_id", "leader_id", "distance_m", "outcome",
+                                            "reason", "n_full_nearer"]
+    res = d.assign_batch(np.zeros(0), np.zeros(0), order_ids=[], customer_ids=[],
+                         chosen_leaders=[])
+    assert len(res) == 0
+    assert d.loads().tolist() == [0, 0]
+
+
+def test_to_frame_and_counts():
+    d = Dispatcher([1, 2], [0.001, 5.0], [0, 0], capacity=[1, 1],
+                   rules=Rules(max_distance_m=1000))
+    res = d.assign_batch([0, 0, 0, math.nan], [0, 0, 10, 0], order_ids=[7, 8, 9, 10])
+    f = res.to_frame()
+    assert f["order_id"].tolist() == [7, 8, 9, 10]
+    assert f["leader_id"].tolist() == [1, -1, -1, -1]
+    assert f["outcome"].astype(str).tolist() == ["NEAREST", "ALL_FULL", "OUT_OF_RANGE", "INVALID"]
+    assert f["reason"].tolist() == ["nearest leader with room",
+                                    "all leaders within range are full",
+                                    "no active leader within range",
+                                    "invalid: lat/lon not finite"]
+    assert res.counts()[Outcome.NEAREST] == 1
+    assert res[3] == Assignment(10, -1, math.inf, Outcome.INVALID,
+                                "invalid: lat/lon not finite", 0)
+
+
+# -- reassignment ------------------------------------------------------------------------------
+def test_reassign_orders_of_moves_orders_under_the_rules():
+    # leaders 100, 200, 300, 400 m north of every order; 1 and 3 take a single order
+    lat = [0.001, 0.002, 0.003, 0.004]
+    kw = dict(capacity=[1, 5, 1, 5], bindings={"c": 1})
+    d = Dispatcher([1, 2, 3, 4], lat, [0, 0, 0, 0], **kw)
+    ref = ReferenceDispatcher([1, 2, 3, 4], lat, [0, 0, 0, 0], **kw)
+    for k, (cust, chosen) in enumerate([("c", None), (None, None), (None, 2), ("c", 4)]):
+        a = d.assign(0.0, 0.0, order_id=k, customer_id=cust, chosen_leader=chosen)
+        e = ref.assign(0.0, 0.0, k, cust, chosen)
+        assert (a.leader_id, a.outcome.name) == (e.leader_id, e.outcome)
+    assert d.orders_of(2) == [1, 2]
+    res = d.reassign_orders_of(2)
+    exp = ref.reassign_orders_of(2)
+    assert res.order_id.tolist() == [1, 2]
+    assert [res[i].leader_id for i in range(2)] == [e.leader_id for e in exp] == [3, 4]
+    assert [res[i].outcome.name for i in range(2)] == [e.outcome for e in exp]
+    assert [res[i].reason for i in range(2)] == [e.reason for e in exp]
+    assert d.orders_of(2) == [] and d.loads().tolist() == ref.loads() == [1, 0, 1, 2]
+    assert d.actives().tolist() == [True] * 4          # the leader is active again afterwards
+    # the customer bound to leader 1 is not sent back to leader 1 when 1 is emptied
+    res = d.reassign_orders_of(1)
+    assert res.leader_id.tolist() == [2] and res.outcome.tolist() == [Outcome.NEAREST]
+    assert res.reason.tolist() == ["nearest leader with room"]
+    assert d._core._check_counts()
+
+
+def test_reassign_orders_of_with_no_room_left_unassigns():
+    d = Dispatcher([1, 2], [0.001, 0.002], [0, 0], capacity=[2, 1])
+    for k in range(3):
+        d.assign(0.0, 0.0, order_id=k)
+    res = d.reassign_orders_of(1)
+    assert res.outcome.tolist() == [Outcome.ALL_FULL, Outcome.ALL_FULL]
+    assert res.leader_id.tolist() == [-1, -1]
+    assert d.loads().tolist() == [0, 1]
+    with pytest.raises(KeyError):
+        d.release(0)
+    assert d.release(2) == 2
+
+
+def test_reassign_redispatches_in_first_assigned_order():
+    """Docstring: "Orders are re-dispatched in the order they were first assigned".
+    o1 is assigned before o2; after o1 has been moved once, emptying its new leader
+    must still re-dispatch o1 before o2."""
+    d = Dispatcher([1, 2, 3, 4], [0.001, 0.002, 0.003, 0.004], [0, 0, 0, 0],
+                   capacity=[1, 5, 1, 5])
+    assert d.assign(0, 0, order_id="o1").leader_id == 1
+    assert d.assign(0, 0, order_id="o2").leader_id == 2
+    assert d.reassign_orders_of(1).leader_id.tolist() == [2]       # o1 -> 2
+    res = d.reassign_orders_of(2)
+    assert res.order_id.tolist() == ["o1", "o2"]
+    assert res.leader_id.tolist() == [1, 3]       # o1 takes the free slot of 1 first
+
+
+def test_reassign_keeps_the_buyers_chosen_point_of_moved_orders():
+    """The chosen point of an order is only ignored for the leader being emptied; once
+    the order was moved, a later reassignment must try the chosen point again."""
+    # 1 at ~111 m, 3 at ~167 m, 2 at ~222 m
+    d = Dispatcher([1, 2, 3], [0.001, 0.002, 0.0015], [0, 0, 0])
+    assert d.assign(0, 0, order_id="o1", chosen_leader=2).outcome == Outcome.CHOSEN
+    a = d.reassign_orders_of(2)[0]
+    assert (a.leader_id, a.outcome) == (1, Outcome.NEAREST)
+    a = d.reassign_orders_of(1)[0]
+    assert (a.leader_id, a.outcome) == (2, Outcome.CHOSEN)
+
+
+# -- the order log ------------------------------------------------------------------------------
+def test_release_right_after_assign_with_order_id():
+    d = Dispatcher([1, 2], [0.0, 0.0], [0.0, 0.001])
+    assert d.assign(0.0, 0.0, order_id="o").leader_id == 1
+    assert d.release("o") == 1
+    assert d.loads().tolist() == [0, 0]
+
+
+def test_release_after_mixed_single_and_batch_orders():
+    d = Dispatcher([1, 2], [0.0, 0.0], [0.0, 0.001], capacity=[2, 5])
+    d.assign(0.0, 0.0, order_id=1)
+    d.assign_batch([0.0, 0.0], [0.0, 0.0], order_ids=[2, 3])
+    d.assign(0.0, 0.0, order_id=4)
+    assert [d.release(k) for k in (4, 1, 3)] == [2, 1, 2]
+    assert d.loads().tolist() == [1, 0]
+    assert d.orders_of(1) == [2]
+    assert d.assign(0.0, 0.0, order_id=5).leader_id == 1
+
+
+def test_auto_order_ids_never_repeat_a_dispatched_id():
+    """An auto-numbered order must not end up assigned under an id that was given
+    explicitly before (two live orders with one id cannot be told apart by release or
+    orders_of; the spec makes an already dispatched id INVALID)."""
+    d = Dispatcher([1, 2], [0.0, 0.0], [0.0, 0.001])
+    d.assign(0.0, 0.0, order_id=0)
+    d.assign_batch([0.0], [0.0], order_ids=[1])
+    a = d.assign(0.0, 0.0)
+    b = d.assign_batch([0.0], [0.0])[0]
+    for x in (a, b):
+        assert x.outcome == Outcome.INVALID or x.order_id not in (0, 1), x
+    live = d.orders_of(1) + d.orders_of(2)
+    assert len(set(live)) == len(live) == int(d.loads().sum()), live
+
+
+def test_binding_to_a_leader_added_later():
+    """A customer bound to an id that is not a leader yet is served by that leader once
+    add_leaders creates it - in assign_batch exactly as in assign."""
+    d = Dispatcher([1, 2], [0.0, 0.0], [0.0, 0.001], bindings={"c": 99})
+    r = d.assign_batch([0.0], [0.0], customer_ids=["c"])[0]
+    assert r.reason == "nearest leader with room (bound leader unknown)"
+    d.add_leaders([99], [0.0], [0.002])
+    one = d.assign(0.0, 0.0, customer_id="c")
+    assert (one.leader_id, one.outcome) == (99, Outcome.STICKY)
+    batch = d.assign_batch([0.0], [0.0], customer_ids=["c"])[0]
+    assert (batch.leader_id, batch.outcome) == (99, Outcome.STICKY)
+
+
+def test_bind_and_set_bindings_apply_to_later_orders():
+    d = Dispatcher([1, 2], [0.0, 0.0], [0.0, 0.001])
+    assert d.assign_batch([0.0], [0.0], customer_ids=[5])[0].leader_id == 1
+    d.bind(5, 2)
+    assert d.assign_batch([0.0], [0.0], customer_ids=[5])[0].outcome == Outcome.STICKY
+    assert d.assign(0.0, 0.0, customer_id=5).leader_id == 2
+    d.set_bindings({})
+    assert d.assign_batch([0.0], [0.0], customer_ids=[5])[0].leader_id == 1
+
+
+# -- frames -----------------------------------------------------------------------------------
+def test_dataframe_input_equals_arrays():
+    pd = pytest.importorskip("pandas")
+    kw = dict(capacity=[1, 2, 1], bindings={"c": 3})
+    lat, lon = [0.001, 0.002, 0.003], [0.0, 0.0, 0.0]
+    orders = pd.DataFrame({"lat": [0.0] * 5, "lon": [0.0, 0.0, 0.0, 0.0, 1.0],
+                           "order_id": [10, 11, 12, 13, 14],
+                           "customer_id": ["c", None, None, None, None],
+                           "chosen_leader": pd.Series([None, 2, None, None, 1], dtype=object)})
+    a = Dispatcher([1, 2, 3], lat, lon, **kw).assign_batch(orders, None)
+    b = Dispatcher([1, 2, 3], lat, lon, **kw).assign_batch(
+        orders["lat"].tolist(), orders["lon"].tolist(), order_ids=[10, 11, 12, 13, 14],
+        customer_ids=["c", None, None, None, None], chosen_leaders=[None, 2, None, None, 1])
+    assert _rows(a) == _rows(b)
+    assert a.leader_id.tolist() == [3, 2, 1, 2, -1]
+    leaders = pd.DataFrame({"leader_id": [1, 2, 3], "lat": lat, "lon": lon,
+                            "capacity": [1, 2, 1]})
+    c = Dispatcher.from_frame(leaders, bindings={"c": 3}).assign_batch(orders, None)
+    assert _rows(c) == _rows(a)
+
+
+def test_unlimited_rule_with_zero_capacity_is_independent_of_input_order():
+    """Rules: "The id is always the last key, so the answer never depends on input
+    order."  Under capacity="unlimited" a capacity-0 leader takes orders; the plain
+    load key (load_a*cap_b vs load_b*cap_a) would tie it with every other leader,
+    which is no ordering (1 < 2 by id, 2 < 3 by id, 3 < 1 by load once 1 has an
+    order).  Capacity 0 counts as an infinite ratio: after every leader with a
+    capacity."""
+    caps = {1: 10**6, 2: 0, 3: 1}
+    seen = set()
+    for perm in ([1, 2, 3], [1, 3, 2], [2, 1, 3], [2, 3, 1], [3, 1, 2], [3, 2, 1]):
+        d = Dispatcher(perm, [0.0] * 3, [0.0] * 3, capacity=[caps[i] for i in perm],
+                       rules=Rules(capacity="unlimited", tie_break=("load", "id")))
+        seen.add(tuple(d.assign(0.0, 0.001).leader_id for _ in range(3)))
+    assert seen == {(1, 3, 1)}, seen
