@@ -893,3 +893,17 @@ def test_unlimited_rule_with_zero_capacity_is_independent_of_input_order():
                        rules=Rules(capacity="unlimited", tie_break=("load", "id")))
         seen.add(tuple(d.assign(0.0, 0.001).leader_id for _ in range(3)))
     assert seen == {(1, 3, 1)}, seen
+
+
+def test_dataframe_chosen_leader_column_with_gaps():
+    """A pandas column of int ids with missing values arrives as float64 with NaN:
+    NaN means no choice, whole numbers are ids, other numbers are the wrong type."""
+    pd = pytest.importorskip("pandas")
+    d = Dispatcher([1, 2], [0.0, 0.001], [0.0, 0.0])
+    df = pd.DataFrame({"lat": [0.0, 0.0], "lon": [0.0, 0.0], "chosen_leader": [2, None]})
+    res = d.assign_batch(df, None)
+    assert res.outcome.tolist() == [Outcome.CHOSEN, Outcome.NEAREST]
+    assert res.leader_id.tolist() == [2, 1]
+    d2 = Dispatcher([1, 2], [0.0, 0.001], [0.0, 0.0])
+    bad = d2.assign_batch(pd.DataFrame({"lat": [0.0], "lon": [0.0], "chosen_leader": [1.5]}), None)
+    assert bad.outcome.tolist() == [Outcome.INVALID]

@@ -635,8 +635,14 @@ class Dispatcher:
     def _chosen_many(self, ch):
         """Positions of chosen leaders; (positions, wrong-type mask)."""
         n = len(ch)
-        none = np.array([v is None for v in ch.tolist()]) if ch.dtype == object \
-            else np.zeros(n, dtype=bool)
+        if ch.dtype.kind == "f":
+            # a pandas column of int ids with gaps arrives as float64 with NaN:
+            # NaN is no choice, a whole number an id, anything else the wrong type
+            obj = np.empty(n, dtype=object)
+            obj[:] = [_float_choice(v) for v in ch.tolist()]
+            ch = obj
+        none = (np.array([v is None for v in ch.tolist()], dtype=bool).reshape(n)
+                if ch.dtype == object else np.zeros(n, dtype=bool))
         vals = ch[~none]
         pos = np.full(n, _NO_LEADER, dtype=np.intp)
         wrong = np.zeros(n, dtype=bool)
@@ -878,6 +884,15 @@ def _float_or_nan(x):
         except (TypeError, ValueError):
             out.append(math.nan)
     return np.array(out, dtype=np.float64)
+
+
+def _float_choice(v):
+    """A chosen leader read as a float: NaN -> None, whole number -> int, else as is."""
+    if v != v:
+        return None
+    if math.isfinite(v) and v == int(v):
+        return int(v)
+    return v
 
 
 def _has_none(x):
