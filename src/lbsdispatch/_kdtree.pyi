@@ -1,5 +1,5 @@
 # Type stub of the compiled core (see _kdtree.pyx and _dispatch.pxi).
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
