@@ -468,8 +468,7 @@ class Dispatcher:
             except ValueError:
                 ka = None
             if ka is not None:
-                pos = np.array([self._idmap.one(v) if self._idmap.one(v) is not None
-                                else _UNKNOWN_LEADER for v in vals], dtype=np.intp)
+                pos = np.array([self._bound_position(v) for v in vals], dtype=np.intp)
                 o = np.argsort(ka, kind="stable")
                 self._bind_keys = (ka[o], pos[o])
             else:
@@ -489,7 +488,11 @@ class Dispatcher:
     def _bound_one(self, customer_id):
         if customer_id is None or customer_id not in self._bindings:
             return _NO_LEADER
-        i = self._idmap.one(self._bindings[customer_id])
+        return self._bound_position(self._bindings[customer_id])
+
+    def _bound_position(self, leader_id):
+        """Position of a bound leader id; an id of the wrong type is unknown."""
+        i = self._idmap.one(leader_id)
         return _UNKNOWN_LEADER if i is None else i
 
     # -- dispatch -------------------------------------------------------------------------
@@ -608,14 +611,8 @@ class Dispatcher:
         else:
             cust = None
             bound = np.full(n, _NO_LEADER, dtype=np.intp)
-        skip = (invalid != 0).view(np.uint8)
-        leader = np.empty(n, dtype=np.intp)
-        dist = np.empty(n, dtype=np.float64)
-        outcome = np.empty(n, dtype=np.int8)
-        refusal = np.empty(n, dtype=np.int8)
-        n_full = np.empty(n, dtype=np.int32)
-        self._core.assign_many(lat_a, lon_a, chosen, bound, skip, leader, dist, outcome,
-                               refusal, n_full)
+        leader, dist, outcome, refusal, n_full = self._dispatch_rows(
+            lat_a, lon_a, chosen, bound, (invalid != 0).view(np.uint8))
         refusal = np.where(invalid != 0, invalid, refusal).astype(np.int8)
         ok = leader >= 0
         self._log.add_many(oids[ok], leader[ok], lat_a[ok], lon_a[ok],
@@ -631,6 +628,15 @@ class Dispatcher:
             ints = [v for v in oids.tolist() if isinstance(v, int) and not isinstance(v, bool)]
             if ints:
                 self._next_order = max(self._next_order, max(ints) + 1)
+
+    def _dispatch_rows(self, lat, lon, chosen, bound, skip):
+        """Run the core over rows in order: (leader, dist, outcome, refusal, n_full)."""
+        n = len(lat)
+        out = (np.empty(n, dtype=np.intp), np.empty(n, dtype=np.float64),
+               np.empty(n, dtype=np.int8), np.empty(n, dtype=np.int8),
+               np.empty(n, dtype=np.int32))
+        self._core.assign_many(lat, lon, chosen, bound, skip, *out)
+        return out
 
     def _chosen_many(self, ch):
         """Positions of chosen leaders; (positions, wrong-type mask)."""
@@ -764,13 +770,8 @@ class Dispatcher:
             # is not offered it again
             chosen_a = np.array(chosen, dtype=np.intp).reshape(n)
             chosen_now = np.where(chosen_a == i, _NO_LEADER, chosen_a).astype(np.intp)
-            leader = np.empty(n, dtype=np.intp)
-            dist = np.empty(n)
-            outcome = np.empty(n, dtype=np.int8)
-            refusal = np.empty(n, dtype=np.int8)
-            n_full = np.empty(n, dtype=np.int32)
-            self._core.assign_many(lat_a, lon_a, chosen_now, bound, np.zeros(n, dtype=np.uint8),
-                                   leader, dist, outcome, refusal, n_full)
+            leader, dist, outcome, refusal, n_full = self._dispatch_rows(
+                lat_a, lon_a, chosen_now, bound, np.zeros(n, dtype=np.uint8))
             log.forget(oids)
             ok = leader >= 0
             log.add_many(oid_a[ok], leader[ok], lat_a[ok], lon_a[ok], cust_a[ok], chosen_a[ok],
