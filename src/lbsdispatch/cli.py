@@ -34,8 +34,9 @@ def _ms(t0):
     return (time.perf_counter() - t0) * 1e3
 
 
-def demo(args, out=sys.stdout):
-    """Run the demo: build, query, dispatch, summarise."""
+def demo(args, out=None):
+    """Run the demo: build, query, dispatch, summarise (to ``out``, default stdout)."""
+    out = sys.stdout if out is None else out
     from . import Dispatcher, LeaderIndex, Outcome, Rules, synth
 
     t0 = time.perf_counter()
@@ -95,9 +96,16 @@ def demo(args, out=sys.stdout):
 
 def main(argv=None):
     """Entry point of the ``lbsdispatch`` command."""
-    args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        return demo(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            return demo(args)
+    except ValueError as e:        # bad option values: say so, no traceback
+        parser.exit(2, f"lbsdispatch: error: {e}\n")
+    except BrokenPipeError:        # e.g. `lbsdispatch demo | head`
+        sys.stderr.close()
+        return 0
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 
