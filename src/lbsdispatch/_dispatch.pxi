@@ -198,12 +198,7 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
             nrd = rd - old * old + diff * diff
             if (s.avail[far] > 0 or (count and s.full[far] > 0)) and nrd <= bnd \
                     and nrd <= s.maxr2[far]:
-                stack[top].node = far
-                stack[top].rd = nrd
-                stack[top].off[0] = off0
-                stack[top].off[1] = off1
-                stack[top].off[2] = off2
-                stack[top].off[d] = diff
+                push_frame(&stack[top], far, nrd, off0, off1, off2, d, diff)
                 top += 1
             if (s.avail[near] > 0 or (count and s.full[near] > 0)) and rd <= s.maxr2[near]:
                 node = near
@@ -268,12 +263,7 @@ cdef void best_tied(const State* s, const double* q, double bound, Pick* b) noex
             old = off0 if d == 0 else (off1 if d == 1 else off2)
             nrd = rd - old * old + diff * diff
             if s.avail[far] > 0 and nrd <= bound and nrd <= s.maxr2[far]:
-                stack[top].node = far
-                stack[top].rd = nrd
-                stack[top].off[0] = off0
-                stack[top].off[1] = off1
-                stack[top].off[2] = off2
-                stack[top].off[d] = diff
+                push_frame(&stack[top], far, nrd, off0, off1, off2, d, diff)
                 top += 1
             if s.avail[near] > 0 and rd <= s.maxr2[near]:
                 node = near
@@ -329,12 +319,7 @@ cdef intp count_full(const State* s, const double* q, double below, bint first_o
             old = off0 if d == 0 else (off1 if d == 1 else off2)
             nrd = rd - old * old + diff * diff
             if s.full[far] > 0 and nrd <= bound and nrd <= s.maxr2[far]:
-                stack[top].node = far
-                stack[top].rd = nrd
-                stack[top].off[0] = off0
-                stack[top].off[1] = off1
-                stack[top].off[2] = off2
-                stack[top].off[d] = diff
+                push_frame(&stack[top], far, nrd, off0, off1, off2, d, diff)
                 top += 1
             if s.full[near] > 0 and rd <= s.maxr2[near]:
                 node = near

@@ -248,6 +248,18 @@ cdef struct Frame:
     double off[3]          # per-axis offsets to the splitting planes crossed
 
 
+cdef inline void push_frame(Frame* f, intp node, double rd, double off0, double off1,
+                            double off2, int32_t d, double diff) noexcept nogil:
+    """Fill a stack frame: the far child, its lower bound, and the plane offsets
+    with axis d's replaced by the one just crossed (shared by every walk)."""
+    f.node = node
+    f.rd = rd
+    f.off[0] = off0
+    f.off[1] = off1
+    f.off[2] = off2
+    f.off[d] = diff
+
+
 cdef void nn1(const Tree* t, const double* q, Best1* b) noexcept nogil:
     """Nearest point to q, into ``b`` (which holds the bound to start from).
 
@@ -269,12 +281,8 @@ cdef void nn1(const Tree* t, const double* q, Best1* b) noexcept nogil:
             old = off0 if d == 0 else (off1 if d == 1 else off2)
             nrd = rd - old * old + diff * diff
             if nrd <= b.bound:
-                stack[top].node = 4 * node + 3 - near     # the sibling of near
-                stack[top].rd = nrd
-                stack[top].off[0] = off0
-                stack[top].off[1] = off1
-                stack[top].off[2] = off2
-                stack[top].off[d] = diff
+                # 4 * node + 3 - near is the sibling of near
+                push_frame(&stack[top], 4 * node + 3 - near, nrd, off0, off1, off2, d, diff)
                 top += 1
             node = near
         p = t.start[node]
@@ -357,12 +365,7 @@ cdef void knn(const Tree* t, const double* q, KBest* h) noexcept nogil:
             old = off0 if d == 0 else (off1 if d == 1 else off2)
             nrd = rd - old * old + diff * diff
             if nrd <= h.bound:
-                stack[top].node = 4 * node + 3 - near
-                stack[top].rd = nrd
-                stack[top].off[0] = off0
-                stack[top].off[1] = off1
-                stack[top].off[2] = off2
-                stack[top].off[d] = diff
+                push_frame(&stack[top], 4 * node + 3 - near, nrd, off0, off1, off2, d, diff)
                 top += 1
             node = near
         p = t.start[node]
