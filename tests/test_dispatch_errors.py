@@ -422,14 +422,14 @@ def test_unknown_leader_id(method, args):
 def test_set_capacity_negative():
     d = make()
     before = state(d)
-    with raises(r"^capacity\[0\] = .*-3.*: must be an integer in \[0, 2147483646\]$"):
+    with raises(r"^capacity = -3: must be an integer in \[0, 2147483646\]$"):
         d.set_capacity(1, -3)
     assert state(d) == before
 
 
 def test_set_capacity_fractional():
     d = make()
-    with raises(r"^capacity\[0\] = .*1\.5.*: must be an integer"):
+    with raises(r"^capacity = 1\.5: must be an integer in \[0, 2147483646\]$"):
         d.set_capacity(1, 1.5)
 
 
@@ -437,7 +437,7 @@ def test_move_leader_to_nan():
     d = make()
     d.assign(0.0, 0.0)
     before = state(d)
-    with raises(r"lat\[0\] = nan: coordinates must be finite"):
+    with raises(r"^lat = nan, lon = 0\.0: lat/lon not finite$"):
         d.move_leader(1, math.nan, 0.0)
     assert state(d) == before
     assert d.assign(0.0, 0.0).leader_id == 1
@@ -445,7 +445,7 @@ def test_move_leader_to_nan():
 
 def test_move_leader_out_of_range():
     d = make()
-    with raises(r"lon\[2\] = 181\.0 is outside \[-180, 180\]"):
+    with raises(r"^lat = 0\.0, lon = 181\.0: lon outside \[-180, 180\]$"):
         d.move_leader(3, 0.0, 181.0)
 
 

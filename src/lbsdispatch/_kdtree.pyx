@@ -1116,6 +1116,8 @@ def _frame(m, n):
 
 def _as_coords(x, name):
     """A 1-D contiguous float64 array of ``x``; ValueError naming ``name`` otherwise."""
+    if x is None:
+        raise ValueError(f"{name} must be numbers in degrees, got None")
     try:
         a = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as e:
@@ -1128,6 +1130,8 @@ def _as_coords(x, name):
 def _as_points(lat, lon):
     """Validated query coordinates: (lat, lon, was_scalar)."""
     scalar = np.ndim(lat) == 0 and np.ndim(lon) == 0
+    if lat is None or lon is None:
+        raise ValueError(f"{'lat' if lat is None else 'lon'} must be numbers in degrees, got None")
     if scalar:
         lat = [lat]
         lon = [lon]

@@ -204,8 +204,9 @@ def _int_column(x, name, n, default, lo, hi):
     bad = np.flatnonzero(~np.isfinite(a) | (a != np.round(a)) | (a < lo) | (a > hi))
     if bad.size:
         j = int(bad[0])
-        raise ValueError(f"{name}[{j}] = {np.asarray(x).reshape(-1)[j] if np.ndim(x) else x!r}: "
-                         f"must be an integer in [{lo}, {hi}]")
+        v = np.asarray(x).reshape(-1)[j] if np.ndim(x) else x
+        v = v.item() if isinstance(v, np.generic) else v
+        raise ValueError(f"{name}[{j}] = {v!r}: must be an integer in [{lo}, {hi}]")
     return a.astype(np.int64)
 
 
@@ -396,7 +397,11 @@ class Dispatcher:
     def set_capacity(self, leader_id, capacity):
         """Change a leader's capacity; a capacity below the load takes no new orders."""
         i = self._leader(leader_id)
-        cap = _int_column([capacity], "capacity", 1, 0, 0, CAPACITY_MAX)[0]
+        try:
+            cap = _int_column([capacity], "capacity", 1, 0, 0, CAPACITY_MAX)[0]
+        except ValueError:
+            raise ValueError(f"capacity = {capacity!r}: must be an integer in "
+                             f"[0, {CAPACITY_MAX}]") from None
         self._core.set_leader(i, None, None, int(cap))
 
     def add_leaders(self, leader_ids, lat, lon, capacity=None, radius_m=None, priority=None,
@@ -437,6 +442,10 @@ class Dispatcher:
     def move_leader(self, leader_id, lat, lon):
         """Move a leader's pickup point (its orders stay with it)."""
         i = self._leader(leader_id)
+        bad = _coord_problem(lat, lon)
+        if bad:
+            raise ValueError(f"lat = {lat!r}, lon = {lon!r}: "
+                             + _REASON_ROWS[Outcome.INVALID][bad].replace("invalid: ", ""))
         la = self.index.lat.copy()
         lo = self.index.lon.copy()
         la[i], lo[i] = lat, lon
