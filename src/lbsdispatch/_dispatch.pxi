@@ -109,21 +109,9 @@ cdef inline bint tie_less(const State* s, intp a, intp b) noexcept nogil:
 cdef inline bint ahead(const State* s, const double* q, double d2a, intp a, double d2b,
                        intp b) noexcept nogil:
     """Does leader a (at d2a) come before leader b (at d2b) for an order at q?
-
-    By distance; squared chords within rounding of each other are compared on
-    the reported metres, and equal metres are a tie ordered by the tie keys.
-    """
-    cdef double ma, mb
-    if d2a < d2b - (d2b * SLACK_REL + SLACK_ABS):
-        return True
-    if d2a > d2b + (d2b * SLACK_REL + SLACK_ABS):
-        return False
-    if d2a != d2b:
-        ma = chord2_to_m(d2a, q, s.t.pts + 3 * a)
-        mb = chord2_to_m(d2b, q, s.t.pts + 3 * b)
-        if ma != mb:
-            return ma < mb
-    return tie_less(s, a, b)
+    By distance (see ``by_distance``); equal distances are ordered by the tie keys."""
+    cdef int c = by_distance(s.t, q, d2a, a, d2b, b)
+    return c < 0 or (c == 0 and tie_less(s, a, b))
 
 
 cdef inline void counts_add(State* s, intp p, int32_t davail, int32_t dfull) noexcept nogil:
@@ -511,16 +499,15 @@ cdef class _DispatchCore:
                 fullv[node] = fullv[2 * node + 1] + fullv[2 * node + 2]
 
     # -- state in original order ----------------------------------------------
-    def loads(self):
-        """Live loads in the leaders' original order."""
-        out = np.empty(self.tree.n_leaders, dtype=np.int64)
-        out[np.asarray(self.tree._perm)] = self._load
-        return out
-
     def _orig(self, arr):
+        """A tree-order array put back in the leaders' original order."""
         out = np.empty_like(arr)
         out[np.asarray(self.tree._perm)] = arr
         return out
+
+    def loads(self):
+        """Live loads in the leaders' original order."""
+        return self._orig(self._load)
 
     def actives(self):
         """Active flags in the leaders' original order."""

@@ -116,17 +116,6 @@ def _unit_vectors(const double[::1] lat, const double[::1] lon):
     return out
 
 
-def _chord2_to_m(double d2):
-    """Metres of a squared chord below 3 (test helper)."""
-    cdef double a[3]
-    return chord2_to_m(d2, a, a)
-
-
-def _m_to_chord2(double m):
-    """Squared chord of a distance in metres (test helper)."""
-    return m_to_chord2(m)
-
-
 # ----------------------------------------------------------------------------
 # input checks: find the first bad row without the GIL, format outside it
 # ----------------------------------------------------------------------------
@@ -156,15 +145,16 @@ cdef intp first_bad_coord(const double* lat, const double* lon, intp n,
     return -1
 
 
-cdef object coord_error(intp row, int what, double lat, double lon, bint scalar):
+cdef object coord_error(intp row, int what, double lat, double lon, bint scalar,
+                        str lat_name="lat", str lon_name="lon"):
     where = "" if scalar else f"[{row}]"
     if what == 1:
-        return ValueError(f"lat{where} = {lat!r}: coordinates must be finite")
+        return ValueError(f"{lat_name}{where} = {lat!r}: coordinates must be finite")
     if what == 2:
-        return ValueError(f"lon{where} = {lon!r}: coordinates must be finite")
+        return ValueError(f"{lon_name}{where} = {lon!r}: coordinates must be finite")
     if what == 3:
-        return ValueError(f"lat{where} = {lat!r} is outside [-90, 90]")
-    return ValueError(f"lon{where} = {lon!r} is outside [-180, 180]")
+        return ValueError(f"{lat_name}{where} = {lat!r} is outside [-90, 90]")
+    return ValueError(f"{lon_name}{where} = {lon!r} is outside [-180, 180]")
 
 
 def check_coordinates(const double[::1] lat, const double[::1] lon, str lat_name="lat",
@@ -181,9 +171,7 @@ def check_coordinates(const double[::1] lat, const double[::1] lon, str lat_name
     with nogil:
         bad = first_bad_coord(&lat[0], &lon[0], n, &what)
     if bad >= 0:
-        err = coord_error(bad, what, lat[bad], lon[bad], False)
-        msg = str(err).replace("lat[", lat_name + "[", 1).replace("lon[", lon_name + "[", 1)
-        raise ValueError(msg)
+        raise coord_error(bad, what, lat[bad], lon[bad], False, lat_name, lon_name)
 
 
 # ----------------------------------------------------------------------------
@@ -210,25 +198,33 @@ cdef inline void tree_vector(const Tree* t, double lat, double lon, double* out)
     out[2] = t.rot[6] * u[0] + t.rot[7] * u[1] + t.rot[8] * u[2]
 
 
-cdef inline bint before(const Tree* t, const double* q, double d2a, int64_t ra, intp pa,
-                        double d2b, int64_t rb, intp pb) noexcept nogil:
-    """Does candidate a come before b?  By distance, then id rank.
+cdef inline int by_distance(const Tree* t, const double* q, double d2a, intp pa, double d2b,
+                            intp pb) noexcept nogil:
+    """-1 if point a is nearer to q than b, 1 if farther, 0 if at the same distance.
 
     Two squared chords within rounding of each other are compared on the
     metres the caller will see, so that leaders at equal reported distances
-    (e.g. on one circle of latitude around a pole) always come in id order.
+    (e.g. on one circle of latitude around a pole) tie exactly and the tie rule
+    decides.  Shared by the queries (ties by id) and dispatch (ties by Rules).
     """
     cdef double ma, mb
     if d2a < d2b - (d2b * SLACK_REL + SLACK_ABS):
-        return True
+        return -1
     if d2a > d2b + (d2b * SLACK_REL + SLACK_ABS):
-        return False
+        return 1
     if d2a != d2b:
         ma = chord2_to_m(d2a, q, t.pts + 3 * pa)
         mb = chord2_to_m(d2b, q, t.pts + 3 * pb)
         if ma != mb:
-            return ma < mb
-    return ra < rb
+            return -1 if ma < mb else 1
+    return 0
+
+
+cdef inline bint before(const Tree* t, const double* q, double d2a, int64_t ra, intp pa,
+                        double d2b, int64_t rb, intp pb) noexcept nogil:
+    """Does candidate a come before b?  By distance, then id rank."""
+    cdef int c = by_distance(t, q, d2a, pa, d2b, pb)
+    return c < 0 or (c == 0 and ra < rb)
 
 
 cdef struct Best1:
