@@ -554,15 +554,28 @@ cdef class _DispatchCore:
 
     def assign_many(self, const double[::1] lat, const double[::1] lon,
                     const intp[::1] chosen, const intp[::1] bound_to,
+                    const intp[::1] prev_same, bint override,
                     const uint8_t[::1] skip, intp[::1] leader, double[::1] dist,
                     int8_t[::1] outcome, int8_t[::1] refusal, int32_t[::1] n_full):
         """Assign validated orders in input order (rows with ``skip`` set are left
-        INVALID); fills the output arrays."""
-        cdef intp i, n = lat.shape[0], c, b
+        INVALID); fills the output arrays.
+
+        ``bound_to`` is each row's binding before the batch (original index or a
+        marker).  ``prev_same[i]`` is the previous row of the same customer in
+        this batch (-1: none); such a row sees the binding that row left behind:
+        the leader it was assigned to when the customer had no binding yet or
+        ``override`` is set, else the binding it saw.  So the batch equals one
+        ``assign`` after another with bindings written as they go.
+        """
+        cdef intp i, n = lat.shape[0], c, b, j
         cdef double q[3]
         cdef Result r
+        cdef intp[::1] left = np.empty(n, dtype=np.intp)   # binding after each row
         with nogil:
             for i in range(n):
+                j = prev_same[i]
+                b = left[j] if j >= 0 else bound_to[i]
+                left[i] = b
                 if skip[i]:
                     leader[i] = -1
                     dist[i] = INFINITY
@@ -573,16 +586,15 @@ cdef class _DispatchCore:
                 c = chosen[i]
                 if c >= 0:
                     c = self.inv[c]
-                b = bound_to[i]
-                if b >= 0:
-                    b = self.inv[b]
                 tree_vector(self.s.t, lat[i], lon[i], q)
-                dispatch_one(&self.s, q, c, b, &r)
+                dispatch_one(&self.s, q, c, self.inv[b] if b >= 0 else b, &r)
                 leader[i] = self.tree.perm_v[r.pos] if r.pos >= 0 else -1
                 dist[i] = r.dist_m
                 outcome[i] = r.outcome
                 refusal[i] = r.refusal
                 n_full[i] = r.n_full
+                if leader[i] >= 0 and (override or b == NO_LEADER):
+                    left[i] = leader[i]
 
     def release(self, intp i):
         """Free one slot of leader i (original index)."""

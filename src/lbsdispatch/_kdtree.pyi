@@ -32,7 +32,8 @@ class _DispatchCore:
     def assign_one(self, lat: float, lon: float, chosen: int,
                    bound_to: int) -> Tuple[int, float, int, int, int]: ...
     def assign_many(self, lat: np.ndarray, lon: np.ndarray, chosen: np.ndarray,
-                    bound_to: np.ndarray, skip: np.ndarray, leader: np.ndarray,
+                    bound_to: np.ndarray, prev_same: np.ndarray, override: bool,
+                    skip: np.ndarray, leader: np.ndarray,
                     dist: np.ndarray, outcome: np.ndarray, refusal: np.ndarray,
                     n_full: np.ndarray) -> None: ...
     def release(self, i: int) -> None: ...

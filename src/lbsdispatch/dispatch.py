@@ -644,7 +644,8 @@ class Dispatcher:
         out = (np.empty(n, dtype=np.intp), np.empty(n, dtype=np.float64),
                np.empty(n, dtype=np.int8), np.empty(n, dtype=np.int8),
                np.empty(n, dtype=np.int32))
-        self._core.assign_many(lat, lon, chosen, bound, skip, *out)
+        self._core.assign_many(lat, lon, chosen, bound, np.full(n, -1, dtype=np.intp), False,
+                               skip, *out)
         return out
 
     def _chosen_many(self, ch):
