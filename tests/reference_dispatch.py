@@ -26,6 +26,21 @@ Specification implemented (per order, in input order)
    n_full_nearer = active full leaders within range strictly nearer than the
    pick; outcome SPILLOVER if > 0 else NEAREST.
 4. The picked leader's load grows by one.
+5. Bindings (issue 4): customer -> (leader id, created, last order), written
+   after every assignment of an order with a customer, at the call's ``now``:
+   ``first``: created when the customer has none; ``override``: replaced when
+   the leader differs; ``expiring``: like ``first``, but a binding whose last
+   order is more than ``expire_days`` before ``now`` counts as absent (it is
+   neither read in 2. nor kept when written).  Every assignment refreshes
+   ``last``.  ``merge(survivor, absorbed, now)``: the binding created earlier
+   wins (a tie: the survivor's), lapsed ones are dropped first, and the
+   absorbed id becomes an alias of the survivor.  Reassignment writes none.
+6. Order ids: an id that is assigned (live) gives back its recorded result,
+   flagged ``repeat``, and changes nothing; a released id is INVALID
+   ("released"); an id that came out unassigned is dispatched again.  In a
+   batch, the second and later rows of one id are INVALID ("dup_batch"); the
+   checks run in the order repeat (first row of an id only), coordinates,
+   dup_batch, released, chosen type.
 
 Floating point
 --------------
@@ -50,6 +65,8 @@ UNLIMITED_CAPACITY = 2**31 - 1
 TIE_KEYS = ("load", "priority", "id")
 
 ASSIGNED = ("NEAREST", "SPILLOVER", "STICKY", "CHOSEN")
+REPEAT_NOTE = " [repeat: order already assigned, nothing changed]"
+DAY_S = 86400.0
 
 OUTCOME_TEXT = {
     "NEAREST": "nearest leader with room",
@@ -75,7 +92,7 @@ INVALID_TEXT = {
     "lat": "invalid: lat outside [-90, 90]",
     "lon": "invalid: lon outside [-180, 180]",
     "dup_batch": "invalid: duplicate order id in this batch",
-    "dispatched": "invalid: order id already dispatched",
+    "released": "invalid: order id was released (cancelled); a new order needs a new id",
     "chosen_type": "invalid: chosen_leader has the wrong type for leader ids",
 }
 
@@ -132,6 +149,8 @@ class RefResult:
     n_full_nearer: int
     why: str = ""                 # non-empty: the decision is ambiguous (why)
     plausible: set = field(default_factory=set)   # leader ids the library may pick then
+    customer: object = None
+    repeat: bool = False
 
     @property
     def ambiguous(self):
@@ -141,7 +160,7 @@ class RefResult:
     def reason(self):
         if self.outcome == "INVALID":
             return INVALID_TEXT[self.refusal]
-        return reason_text(self.outcome, self.refusal)
+        return reason_text(self.outcome, self.refusal) + (REPEAT_NOTE if self.repeat else "")
 
     @property
     def assigned(self):
@@ -153,7 +172,8 @@ class ReferenceDispatcher:
 
     def __init__(self, leader_ids, lat, lon, capacity=None, radius_m=None, priority=None,
                  active=None, bindings=None, max_distance_m=None, tie_tolerance_m=0.0,
-                 tie_break=TIE_KEYS, capacity_rule="strict"):
+                 tie_break=TIE_KEYS, capacity_rule="strict", binding_mode="first",
+                 expire_days=None, now=0.0):
         self.leaders = []
         self.by_id = {}
         self.max_distance_m = math.inf if max_distance_m is None else float(max_distance_m)
@@ -161,9 +181,15 @@ class ReferenceDispatcher:
         keys = (tie_break,) if isinstance(tie_break, str) else tuple(tie_break)
         self.tie_break = keys
         self.strict = capacity_rule == "strict"
-        self.bindings = dict(bindings or {})
+        self.mode = binding_mode
+        self.expire_s = None if expire_days is None else expire_days * DAY_S
+        # customer -> [leader id, created, last order]
+        self.bound = {c: [lid, now, now] for c, lid in (bindings or {}).items()}
+        self.alias = {}          # absorbed customer -> survivor
+        self.binding_audit = []  # (survivor, absorbed, kept leader, dropped leader)
         self.live = {}           # order id -> RefOrder
-        self.dispatched = set()  # every order id ever assigned to a leader
+        self.results = {}        # order id -> RefResult of its live assignment
+        self.released = set()    # order ids released (cancelled)
         self._seq = 0
         self.add_leaders(leader_ids, lat, lon, capacity, radius_m, priority, active)
 
@@ -215,6 +241,50 @@ class ReferenceDispatcher:
 
     def loads(self):
         return [L.load for L in self.leaders]
+
+    # -- bindings ----------------------------------------------------------------------
+    def _canon(self, c):
+        while c in self.alias:
+            c = self.alias[c]
+        return c
+
+    def _lapsed(self, b, now):
+        return self.expire_s is not None and now - b[2] > self.expire_s
+
+    def binding(self, customer, now):
+        """The leader id the customer is bound to at ``now`` (None: none)."""
+        if customer is None:
+            return None
+        b = self.bound.get(self._canon(customer))
+        return None if b is None or self._lapsed(b, now) else b[0]
+
+    def bind(self, customer, leader_id, now=0.0):
+        self.bound[self._canon(customer)] = [leader_id, now, now]
+
+    def _write_binding(self, customer, leader_id, now):
+        c = self._canon(customer)
+        b = self.bound.get(c)
+        if b is None or self._lapsed(b, now) or (self.mode == "override" and b[0] != leader_id):
+            self.bound[c] = [leader_id, now, now if b is None else max(now, b[2])]
+        else:
+            b[2] = max(b[2], now)
+
+    def merge(self, survivor, absorbed, now):
+        s, a = self._canon(survivor), self._canon(absorbed)
+        if s == a:
+            return
+        bs, ba = self.bound.pop(s, None), self.bound.pop(a, None)
+        bs = None if bs is None or self._lapsed(bs, now) else bs
+        ba = None if ba is None or self._lapsed(ba, now) else ba
+        self.alias[a] = s
+        if bs is None or ba is None:
+            if bs is not None or ba is not None:
+                self.bound[s] = bs if ba is None else ba
+            return
+        win, lose = (ba, bs) if ba[1] < bs[1] else (bs, ba)
+        self.bound[s] = [win[0], win[1], max(bs[2], ba[2])]
+        if win[0] != lose[0]:
+            self.binding_audit.append((survivor, absorbed, win[0], lose[0]))
 
     def orders_of(self, leader_id):
         return [o.order_id for o in sorted(self.live.values(), key=lambda o: o.seq)
@@ -387,12 +457,20 @@ class ReferenceDispatcher:
     def _invalid(self, order_id, why):
         return RefResult(order_id, None, math.inf, "INVALID", why, 0)
 
-    def assign(self, lat, lon, order_id, customer_id=None, chosen_leader=None, _checked=None):
-        """One order (order_id must be given)."""
+    def _repeat(self, order_id):
+        r = self.results[order_id]
+        return RefResult(r.order_id, r.leader_id, r.distance_m, r.outcome, r.refusal,
+                         r.n_full_nearer, r.why, r.plausible, r.customer, True)
+
+    def assign(self, lat, lon, order_id, customer_id=None, chosen_leader=None, now=0.0,
+               _checked=None):
+        """One order (order_id must be given) at time ``now``."""
         why = _checked
         if why is None:
-            if order_id in self.dispatched:
-                why = "dispatched"
+            if order_id in self.live:
+                return self._repeat(order_id)
+            if order_id in self.released:
+                why = "released"
             elif not self._chosen_type_ok(chosen_leader):
                 why = "chosen_type"
             else:
@@ -400,21 +478,25 @@ class ReferenceDispatcher:
         if why:
             return self._invalid(order_id, why)
         lat, lon = float(lat), float(lon)
-        bound = self.bindings.get(customer_id) if customer_id is not None else None
+        bound = self.binding(customer_id, now)
         plausible = None
         L, d, outcome, refusal, n_full, amb = self._decide(lat, lon, chosen_leader, bound)
         if amb:
             plausible = self._plausible(lat, lon)
+        res = RefResult(order_id, None if L is None else L.id, d, outcome, refusal, n_full,
+                        amb, plausible or set(), customer_id)  # amb: the reason, "" if none
         if L is not None:
             L.load += 1
             self.live[order_id] = RefOrder(order_id, L.id, lat, lon, customer_id,
                                            chosen_leader, self._seq)
+            self.results[order_id] = res
             self._seq += 1
-            self.dispatched.add(order_id)
-        return RefResult(order_id, None if L is None else L.id, d, outcome, refusal, n_full,
-                         amb, plausible or set())  # amb: the reason, "" if none
+            if customer_id is not None:
+                self._write_binding(customer_id, L.id, now)
+        return res
 
-    def assign_batch(self, lat, lon, order_ids, customer_ids=None, chosen_leaders=None):
+    def assign_batch(self, lat, lon, order_ids, customer_ids=None, chosen_leaders=None,
+                     now=0.0):
         """A batch: duplicates within it are invalid, the rest as ``assign`` in order."""
         n = len(lat)
         seen = set()
@@ -423,18 +505,22 @@ class ReferenceDispatcher:
             oid = order_ids[i]
             ch = None if chosen_leaders is None else chosen_leaders[i]
             cu = None if customer_ids is None else customer_ids[i]
+            if oid not in seen and oid in self.live:
+                seen.add(oid)
+                out.append(self._repeat(oid))
+                continue
             why = self._coord_problem(lat[i], lon[i])
             if not why and oid in seen:
                 why = "dup_batch"
-            elif not why and oid in self.dispatched:
-                why = "dispatched"
+            elif not why and oid in self.released:
+                why = "released"
             if not why and not self._chosen_type_ok(ch):
                 why = "chosen_type"
             seen.add(oid)
             if why:
                 out.append(self._invalid(oid, why))
             else:
-                out.append(self.assign(lat[i], lon[i], oid, cu, ch, _checked=""))
+                out.append(self.assign(lat[i], lon[i], oid, cu, ch, now, _checked=""))
         return out
 
     def suggest(self, lat, lon, k=5):
@@ -458,30 +544,37 @@ class ReferenceDispatcher:
     # -- order log -------------------------------------------------------------------
     def release(self, order_id):
         o = self.live.pop(order_id)     # KeyError if not assigned
+        del self.results[order_id]
+        self.released.add(order_id)
         self.by_id[o.leader_id].load -= 1
         return o.leader_id
 
-    def reassign_orders_of(self, leader_id):
+    def reassign_orders_of(self, leader_id, now=0.0):
         """Move the leader's live orders (in the order they were first assigned) to other
-        leaders; the leader itself takes none (its chosen/bound role is dropped)."""
+        leaders; the leader itself takes none (its chosen/bound role is dropped).  An
+        order that finds no leader is no longer assigned (its id may come again)."""
         L = self.by_id[leader_id]
         moving = sorted((o for o in self.live.values() if o.leader_id == leader_id),
                         key=lambda o: o.seq)
         for o in moving:
             del self.live[o.order_id]
+            del self.results[o.order_id]
             L.load -= 1
         out = []
         for o in moving:
             chosen = None if o.chosen == leader_id else o.chosen
-            bound = self.bindings.get(o.customer) if o.customer is not None else None
+            bound = self.binding(o.customer, now)
             if bound == leader_id:
                 bound = None
             P, d, outcome, refusal, n_full, amb = self._decide(o.lat, o.lon, chosen, bound,
                                                               exclude=L)
+            res = RefResult(o.order_id, None if P is None else P.id, d, outcome, refusal,
+                            n_full, amb, self._plausible(o.lat, o.lon) if amb else set(),
+                            o.customer)
             if P is not None:
                 P.load += 1
                 self.live[o.order_id] = RefOrder(o.order_id, P.id, o.lat, o.lon, o.customer,
                                                  o.chosen, o.seq)
-            out.append(RefResult(o.order_id, None if P is None else P.id, d, outcome, refusal,
-                                 n_full, amb, self._plausible(o.lat, o.lon) if amb else set()))
+                self.results[o.order_id] = res
+            out.append(res)
         return out

@@ -210,7 +210,17 @@ def scenarios(draw, max_leaders=60, max_orders=200, min_leaders=1):
     str_oids = draw(st.booleans())
     for k, o in enumerate(orders):
         o["order_id"] = f"o{k}" if str_oids else k
-    return dict(geo=geo, table=table, rules=rules, orders=orders, bindings=bindings)
+    # how assignments write bindings; "expiring" with parts of the event half a
+    # day or two days apart (1-day expiry), so bindings lapse between parts
+    mode = draw(st.sampled_from(["first", "first", "override", "expiring"]), label="mode")
+    step = draw(st.sampled_from([0.0, 0.5 * refmod.DAY_S, 2 * refmod.DAY_S]), label="step")
+    return dict(geo=geo, table=table, rules=rules, orders=orders, bindings=bindings, mode=mode,
+                step=step)
+
+
+def _mode_kw(sc):
+    mode = sc.get("mode", "first")
+    return dict(binding_mode=mode, expire_days=1.0 if mode == "expiring" else None)
 
 
 # -- building both dispatchers ------------------------------------------------------------
@@ -226,7 +236,8 @@ def build(sc, perm=None):
     ids_arr = np.array(ids, dtype=np.int64) if n == 0 else ids
     return Dispatcher(ids_arr, p(t["lat"]), p(t["lon"]), capacity=p(t["capacity"]),
                       radius_m=p(t["radius_m"]), priority=p(t["priority"]),
-                      active=p(t["active"]), bindings=sc["bindings"] or None, rules=sc["rules"])
+                      active=p(t["active"]), bindings=sc["bindings"] or None, rules=sc["rules"],
+                      clock=lambda: 0.0, **_mode_kw(sc))
 
 
 def build_ref(sc):
@@ -237,7 +248,7 @@ def build_ref(sc):
                                active=t["active"], bindings=sc["bindings"],
                                max_distance_m=r.max_distance_m,
                                tie_tolerance_m=r.tie_tolerance_m, tie_break=r.tie_break,
-                               capacity_rule=r.capacity)
+                               capacity_rule=r.capacity, **_mode_kw(sc))
 
 
 class Diverged(Exception):
@@ -260,6 +271,9 @@ def check_one(got, exp, d, where=""):
         raise Diverged
     msg = f"{where}: library {got} != reference {exp}"
     assert got.order_id == exp.order_id, msg
+    assert got.repeat == exp.repeat, msg
+    if exp.outcome != "INVALID":
+        assert got.customer_id == exp.customer, msg
     assert got.outcome.name == exp.outcome, msg
     assert got_leader == exp.leader_id, msg
     assert got.reason == exp.reason, msg
@@ -304,6 +318,7 @@ def run_parts(sc, d, ref, parts, toggles, modes):
     ids = sc["table"]["leader_ids"]
     bounds = [0] + parts + [len(orders)]
     for k in range(len(bounds) - 1):
+        now = k * sc["step"]
         if k > 0:
             for li, on in toggles[k - 1]:
                 if ids:
@@ -315,17 +330,18 @@ def run_parts(sc, d, ref, parts, toggles, modes):
             res = d.assign_batch([o["lat"] for o in chunk], [o["lon"] for o in chunk],
                                  order_ids=[o["order_id"] for o in chunk],
                                  customer_ids=[o["customer"] for o in chunk],
-                                 chosen_leaders=[o["chosen"] for o in chunk])
+                                 chosen_leaders=[o["chosen"] for o in chunk], now=now)
             exps = ref.assign_batch([o["lat"] for o in chunk], [o["lon"] for o in chunk],
                                     [o["order_id"] for o in chunk],
                                     [o["customer"] for o in chunk],
-                                    [o["chosen"] for o in chunk])
+                                    [o["chosen"] for o in chunk], now)
             check_batch(res, exps, d, f"part {k} (batch)")
         else:
             for j, o in enumerate(chunk):
                 got = d.assign(o["lat"], o["lon"], order_id=o["order_id"],
-                               customer_id=o["customer"], chosen_leader=o["chosen"])
-                exp = ref.assign(o["lat"], o["lon"], o["order_id"], o["customer"], o["chosen"])
+                               customer_id=o["customer"], chosen_leader=o["chosen"], now=now)
+                exp = ref.assign(o["lat"], o["lon"], o["order_id"], o["customer"], o["chosen"],
+                                 now)
                 check_one(got, exp, d, f"part {k} order {j}")
         assert d.loads().tolist() == ref.loads()
 
@@ -606,13 +622,21 @@ def test_save_restore_mid_event_continues_identically(how, sc, cut, n_release):
         assert restored.orders_of(lid) == live.orders_of(lid)
     assert restored._core._check_counts()
     la, lo, kw = _batch_args(rest)
-    _same_rows(_rows(live.assign_batch(la, lo, **kw)), _rows(restored.assign_batch(la, lo, **kw)))
+    # the clock is not state (a pickle restores with the default one): the same now
+    _same_rows(_rows(live.assign_batch(la, lo, now=0.0, **kw)),
+               _rows(restored.assign_batch(la, lo, now=0.0, **kw)))
+    assert restored.to_dict() == live.to_dict()
     assert restored.loads().tolist() == live.loads().tolist()
-    # an order assigned before the save is still known to the restored dispatcher
+    # an order assigned before the save is still known to the restored dispatcher:
+    # submitting it again gives back its recorded answer, and a released one is refused
     still = [o for o in assigned[n_release:]]
     if still:
-        assert restored.assign(0.0, 0.0, order_id=still[0]).outcome == Outcome.INVALID
+        again = restored.assign(0.0, 0.0, order_id=still[0])
+        assert again.repeat and again[:4] == live.assign(0.0, 0.0, order_id=still[0])[:4]
+        assert again.outcome == Outcome(int(r1.outcome[r1.order_id.tolist().index(still[0])]))
         restored.release(still[0])
+    for oid in assigned[:n_release]:
+        assert restored.assign(0.0, 0.0, order_id=oid).outcome == Outcome.INVALID
     # auto-numbered orders continue from the same number
     assert restored.assign(0.0, 0.0).order_id == live.assign(0.0, 0.0).order_id
 
@@ -711,7 +735,7 @@ def test_empty_batch():
     assert res.counts() == {o: 0 for o in Outcome}
     assert len(res.to_frame()) == 0
     assert list(res.to_frame().columns) == ["order_id", "leader_id", "distance_m", "outcome",
-                                            "reason", "n_full_nearer"]
+                                            "reason", "n_full_nearer", "customer_id", "repeat"]
     res = d.assign_batch(np.zeros(0), np.zeros(0), order_ids=[], customer_ids=[],
                          chosen_leaders=[])
     assert len(res) == 0

@@ -273,31 +273,51 @@ def test_batch_str_duplicate_order_ids():
     assert res.reason[2] == "invalid: duplicate order id in this batch"
 
 
-def test_batch_order_id_already_dispatched():
-    d = make()
-    d.assign_batch([0.0, 0.0], [0.0, 0.0], order_ids=[1, 2])
+def test_batch_order_id_already_assigned_is_a_repeat():
+    """Issue 4: re-running orders is idempotent; an assigned id gives back its
+    recorded answer (flagged repeat), takes no slot, even with other coordinates."""
+    d = make(capacity=[1, 1, 1, 1, 1])
+    first = d.assign_batch([0.0, 0.0], [0.0, 0.0], order_ids=[1, 2])
     d.assign(0.0, 0.0, order_id=3)
-    res = d.assign_batch([0.0] * 4, [0.0] * 4, order_ids=[4, 2, 3, 5])
-    assert res.outcome.tolist() == [Outcome.NEAREST, Outcome.INVALID, Outcome.INVALID,
-                                    Outcome.NEAREST]
-    assert res.reason.tolist()[1:3] == ["invalid: order id already dispatched"] * 2
+    res = d.assign_batch([0.0, 0.0, math.nan, 0.0], [0.0] * 4, order_ids=[4, 2, 3, 5])
+    assert res.repeat.tolist() == [False, True, True, False]
+    assert res.leader_id.tolist() == [4, 7, 3, 5]
+    assert res[1][:5] == first[1][:4] + (first[1].reason + " [repeat: order already "
+                                         "assigned, nothing changed]",)
+    assert res.outcome.tolist() == [Outcome.SPILLOVER] * 4
     assert d.loads().sum() == 5
+    assert res.counts()[Outcome.SPILLOVER] == 4
 
 
-def test_assign_order_id_already_dispatched():
+def test_assign_order_id_already_assigned_is_a_repeat():
     d = make()
-    d.assign_batch([0.0], [0.0], order_ids=["x"])
-    a = d.assign(0.0, 0.0, order_id="x")
-    assert a.outcome == Outcome.INVALID and a.reason == "invalid: order id already dispatched"
-    assert a.order_id == "x" and d.loads().sum() == 1
+    d.assign_batch([0.0], [0.0], order_ids=["x"], customer_ids=["c"])
+    a = d.assign(1.0, 0.0, order_id="x")
+    assert a.repeat and a.outcome == Outcome.NEAREST and a.leader_id == 1
+    assert a.reason == "nearest leader with room [repeat: order already assigned, nothing changed]"
+    assert a.order_id == "x" and a.customer_id == "c" and d.loads().sum() == 1
+
+
+def test_unassigned_order_id_is_dispatched_again():
+    d = make(capacity=0)
+    assert d.assign(0.0, 0.0, order_id="x").outcome == Outcome.ALL_FULL
+    assert d.assign_batch([0.0], [0.0], order_ids=["y"]).outcome.tolist() == [Outcome.ALL_FULL]
+    d.set_capacity(1, 1)
+    assert d.assign(0.0, 0.0, order_id="x").outcome == Outcome.NEAREST
+    d.set_capacity(1, 2)
+    assert d.assign_batch([0.0], [0.0], order_ids=["y"]).outcome.tolist() == [Outcome.NEAREST]
+    assert d.loads().tolist() == [2, 0, 0, 0, 0]
 
 
 def test_released_order_id_cannot_be_dispatched_again():
     d = make()
     d.assign(0.0, 0.0, order_id=9)
     d.release(9)
-    assert d.assign(0.0, 0.0, order_id=9).outcome == Outcome.INVALID
+    a = d.assign(0.0, 0.0, order_id=9)
+    assert a.outcome == Outcome.INVALID and not a.repeat
+    assert a.reason == "invalid: order id was released (cancelled); a new order needs a new id"
     assert d.assign_batch([0.0], [0.0], order_ids=[9]).outcome.tolist() == [Outcome.INVALID]
+    assert d.loads().sum() == 0
 
 
 @pytest.mark.parametrize("bad", ["7", 7.0, True, b"7"])
@@ -330,6 +350,7 @@ def test_chosen_leader_wrong_type_for_str_ids():
 def test_every_kind_of_invalid_row_in_one_batch():
     d = make(capacity=2)
     d.assign(0.0, 0.0, order_id=100)
+    d.release(100)          # a cancelled id stays unusable (an assigned one is a repeat)
     lat = [0.0, math.nan, 95.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     lon = [0.0, 0.0, 0.0, 190.0, 0.0, 0.0, 0.0, 0.0]
     oids = [1, 2, 3, 4, 1, 100, 7, 8]
@@ -345,7 +366,8 @@ def test_every_kind_of_invalid_row_in_one_batch():
             assert res.reason[i].startswith("invalid:"), i
             assert res.leader_id[i] == -1 and res.distance_m[i] == math.inf
     assert res.counts()[Outcome.INVALID] == 6
-    assert d.loads().sum() == 3
+    assert res.reason[5] == "invalid: order id was released (cancelled); a new order needs a new id"
+    assert d.loads().sum() == 2
     frame = res.to_frame()
     assert frame["outcome"].astype(str).tolist().count("INVALID") == 6
 

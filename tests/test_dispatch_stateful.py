@@ -89,7 +89,8 @@ class DispatchMachine(RuleBasedStateMachine):
                         label="bindings")
         note(f"rules={rules}")
         self.d = Dispatcher(self.ids, lat, lon, capacity=capacity, radius_m=radius,
-                            priority=priority, active=active, bindings=bindings, rules=rules)
+                            priority=priority, active=active, bindings=bindings, rules=rules,
+                            clock=lambda: 0.0)
         self.ref = ReferenceDispatcher(self.ids, lat, lon, capacity=capacity, radius_m=radius,
                                        priority=priority, active=active, bindings=bindings,
                                        max_distance_m=rules.max_distance_m,
@@ -226,7 +227,7 @@ class DispatchMachine(RuleBasedStateMachine):
     def bind(self, cust, k, future):
         lid = self.future_ids[k % 3] if future else self.leader(k)
         self.d.bind(cust, lid)
-        self.ref.bindings[cust] = lid
+        self.ref.bind(cust, lid)
 
     @rule(k=pick_st, on=st.booleans())
     def set_active(self, k, on):

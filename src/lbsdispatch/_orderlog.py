@@ -9,20 +9,30 @@ from __future__ import annotations
 
 import numpy as np
 
-_FIELDS = ("order_id", "leader", "lat", "lon", "customer", "chosen", "seq")
+# What a dispatcher must know of an assigned order: where it is (release,
+# reassignment), and the answer it got (a repeated order id returns it unchanged).
+_FIELDS = ("order_id", "leader", "lat", "lon", "customer", "chosen", "seq",
+           "dist", "outcome", "refusal", "n_full")
+_DTYPES = {"leader": np.intp, "lat": np.float64, "lon": np.float64, "chosen": np.intp,
+           "seq": np.int64, "dist": np.float64, "outcome": np.int8, "refusal": np.int8,
+           "n_full": np.int32}
+
+#: Status of an order id (`OrderLog.status_many`).
+UNKNOWN, LIVE, RELEASED = 0, 1, 2
 
 
 class OrderLog:
     """Assigned orders, in the order they were assigned."""
 
     def __init__(self):
-        self.chunks = []          # dicts of arrays: _FIELDS + "live"
+        self.chunks = []          # dicts of arrays: _FIELDS + "live" + "released"
         self.tail = []           # tuples of _FIELDS, orders assigned one at a time
         self.lookup = None        # order id -> (chunk, row)
         self.next_seq = 0         # sequence number of the next first assignment
 
     # -- writing --------------------------------------------------------------
-    def add_one(self, order_id, leader, lat, lon, customer, chosen, seq=None):
+    def add_one(self, order_id, leader, lat, lon, customer, chosen, seq=None, dist=0.0,
+                outcome=0, refusal=0, n_full=0):
         """Record one assigned order (cheap: appends to lists).
 
         ``seq`` is the order's place in the sequence of first assignments; a
@@ -33,10 +43,16 @@ class OrderLog:
             self.next_seq += 1
         if self.lookup is not None:
             self.lookup[order_id] = (len(self.chunks), len(self.tail))
-        self.tail.append((order_id, leader, lat, lon, customer, chosen, seq))
+        self.tail.append((order_id, leader, lat, lon, customer, chosen, seq, dist, outcome,
+                          refusal, n_full))
 
-    def add_many(self, order_id, leader, lat, lon, customer, chosen, seq=None):
-        """Record a batch of assigned orders (arrays; ``customer`` may be None)."""
+    def add_many(self, order_id, leader, lat, lon, customer, chosen, seq=None, dist=None,
+                 outcome=None, refusal=None, n_full=None, live=None, released=None):
+        """Record a batch of assigned orders (arrays; ``customer`` may be None).
+
+        ``live`` / ``released`` (bool arrays, default all live) restore orders
+        released before a save.
+        """
         self.flush()
         n = len(order_id)
         if n == 0:
@@ -44,11 +60,18 @@ class OrderLog:
         if seq is None:
             seq = np.arange(self.next_seq, self.next_seq + n, dtype=np.int64)
             self.next_seq += n
-        self.chunks.append({"order_id": order_id, "leader": np.asarray(leader, dtype=np.intp),
-                            "lat": lat, "lon": lon, "customer": customer,
-                            "chosen": np.asarray(chosen, dtype=np.intp),
-                            "seq": np.asarray(seq, dtype=np.int64),
-                            "live": np.ones(n, dtype=bool)})
+        chunk = {"order_id": order_id, "lat": lat, "lon": lon, "customer": customer,
+                 "leader": leader, "chosen": chosen, "seq": seq,
+                 "dist": np.zeros(n) if dist is None else dist,
+                 "outcome": np.zeros(n) if outcome is None else outcome,
+                 "refusal": np.zeros(n) if refusal is None else refusal,
+                 "n_full": np.zeros(n) if n_full is None else n_full}
+        for f, dt in _DTYPES.items():
+            chunk[f] = np.asarray(chunk[f], dtype=dt)
+        chunk["live"] = np.ones(n, dtype=bool) if live is None else np.asarray(live, dtype=bool)
+        chunk["released"] = (np.zeros(n, dtype=bool) if released is None
+                             else np.asarray(released, dtype=bool))
+        self.chunks.append(chunk)
         if self.lookup is not None:
             c = len(self.chunks) - 1
             self.lookup.update((k, (c, r)) for r, k in enumerate(order_id.tolist()))
@@ -57,20 +80,21 @@ class OrderLog:
         """Turn the tail of single orders into a chunk."""
         if not self.tail:
             return
-        order_id, leader, lat, lon, customer, chosen, seq = zip(*self.tail)
+        cols = list(zip(*self.tail))
         n = len(self.tail)
         oid = np.empty(n, dtype=object)
-        oid[:] = order_id
-        if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in order_id):
+        oid[:] = cols[0]
+        if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in cols[0]):
             oid = oid.astype(np.int64)
         cust = np.empty(n, dtype=object)
-        cust[:] = customer
-        self.chunks.append({"order_id": oid, "leader": np.array(leader, dtype=np.intp),
-                            "lat": np.array(lat, dtype=np.float64),
-                            "lon": np.array(lon, dtype=np.float64),
-                            "customer": cust, "chosen": np.array(chosen, dtype=np.intp),
-                            "seq": np.array(seq, dtype=np.int64),
-                            "live": np.ones(n, dtype=bool)})
+        cust[:] = cols[4]
+        chunk = {"order_id": oid, "customer": cust}
+        for f, col in zip(_FIELDS, cols):
+            if f in _DTYPES:
+                chunk[f] = np.array(col, dtype=_DTYPES[f])
+        chunk["live"] = np.ones(n, dtype=bool)
+        chunk["released"] = np.zeros(n, dtype=bool)
+        self.chunks.append(chunk)
         self.tail = []
 
     # -- reading --------------------------------------------------------------
@@ -90,15 +114,40 @@ class OrderLog:
             self.where()
         return order_id in self.lookup
 
-    def known_ids(self):
-        """Every order id ever assigned, as one array (None when there is none)."""
+    def _lookup(self):
+        # Not where(): that flushes the tail, and the online path asks for every
+        # order; the lookup already covers the tail (add_one keeps it current).
+        return self.where() if self.lookup is None else self.lookup
+
+    def _status(self, c, r):
+        if c >= len(self.chunks):        # still in the tail: tail orders are live
+            return LIVE
+        ch = self.chunks[c]
+        return LIVE if ch["live"][r] else (RELEASED if ch["released"][r] else UNKNOWN)
+
+    def status_one(self, order_id):
+        """`LIVE`, `RELEASED` or `UNKNOWN` (never assigned, or left unassigned by
+        a reassignment: such an id may be dispatched again)."""
+        where = self._lookup().get(order_id)
+        return UNKNOWN if where is None else self._status(*where)
+
+    def status_many(self, order_ids):
+        """`status_one` of each id of a list, as an int8 array (one dict lookup each)."""
+        n = len(order_ids)
+        out = np.zeros(n, dtype=np.int8)
+        if not self.chunks and not self.tail:
+            return out
+        get = self._lookup().get
+        for i, w in [(i, w) for i, w in enumerate(map(get, order_ids)) if w is not None]:
+            out[i] = self._status(*w)
+        return out
+
+    def record_of(self, order_id):
+        """Every field of a logged order, as a dict."""
         self.flush()
-        if not self.chunks:
-            return None
-        ids = [c["order_id"] for c in self.chunks]
-        if any(a.dtype == object for a in ids):
-            ids = [a.astype(object) for a in ids]
-        return np.concatenate(ids)
+        c, r = self._lookup()[order_id]
+        ch = self.chunks[c]
+        return {f: (None if ch[f] is None else ch[f][r]) for f in _FIELDS}
 
     def live_rows(self, leader=None):
         """(chunk, row) of live orders, optionally of one leader, in the order of
@@ -117,9 +166,12 @@ class OrderLog:
         col = self.chunks[c][field]
         return None if col is None else col[r]
 
-    def kill(self, c, r):
-        """Mark a logged order as no longer assigned."""
+    def kill(self, c, r, released=False):
+        """Mark a logged order as no longer assigned (``released``: cancelled, so
+        its id is never dispatched again)."""
         self.chunks[c]["live"][r] = False
+        if released:
+            self.chunks[c]["released"][r] = True
 
     def forget(self, order_ids):
         """Drop ids from the lookup (they are about to be logged again)."""
@@ -127,12 +179,24 @@ class OrderLog:
             for o in order_ids:
                 self.lookup.pop(o, None)
 
+    def kept_rows(self):
+        """(chunk, row) of the orders a save must keep (live or released), in
+        the order of their first assignment."""
+        self.flush()
+        out = []
+        for c, chunk in enumerate(self.chunks):
+            rows = np.flatnonzero(chunk["live"] | chunk["released"])
+            out.extend(zip(chunk["seq"][rows].tolist(), [c] * len(rows), rows.tolist()))
+        out.sort()
+        return [(c, r) for _, c, r in out]
+
     def live_table(self):
-        """Live orders as a dict of plain lists (for saving)."""
-        rows = self.live_rows()
-        out = {f: [] for f in _FIELDS}
+        """Live and released orders as a dict of plain lists (for saving); the
+        field ``live`` tells them apart."""
+        rows = self.kept_rows()
+        out = {f: [] for f in _FIELDS + ("live",)}
         for c, r in rows:
-            for f in _FIELDS:
+            for f in _FIELDS + ("live",):
                 v = self.get(c, r, f)
                 out[f].append(v.item() if isinstance(v, np.generic) else v)
         return out

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import enum
 import math
+import time
 from typing import NamedTuple
 
 import numpy as np
 
 from ._kdtree import _as_coords, _coerce_ids, _DispatchCore, _ranks, check_coordinates
-from ._orderlog import OrderLog
+from ._orderlog import LIVE, RELEASED, OrderLog
+from .identity import Bindings, IdentityGraph, _seconds
 from .index import LeaderIndex
 from .rules import Rules
 
@@ -74,7 +76,7 @@ _INVALID_TEXT = {
     2: "invalid: lat outside [-90, 90]",
     3: "invalid: lon outside [-180, 180]",
     4: "invalid: duplicate order id in this batch",
-    5: "invalid: order id already dispatched",
+    5: "invalid: order id was released (cancelled); a new order needs a new id",
     6: "invalid: chosen_leader has the wrong type for leader ids",
     7: "invalid: order id missing",
 }
@@ -93,6 +95,9 @@ def _reason_table():
 
 
 _REASONS = _reason_table()
+#: Appended to the reason of an order id that was already assigned (see
+#: ``Dispatcher.assign``): the recorded answer comes back, nothing changes.
+REPEAT_NOTE = " [repeat: order already assigned, nothing changed]"
 _REASON_ROWS = tuple(tuple(row) for row in _REASONS.tolist())
 _OUTCOMES = tuple(Outcome)
 _tuple_new = tuple.__new__
@@ -107,6 +112,8 @@ class Assignment(NamedTuple):
     outcome: Outcome
     reason: str
     n_full_nearer: int      #: nearer leaders that were full (NEAREST/SPILLOVER only)
+    customer_id: object = None  #: the customer (resolved from identifiers if given)
+    repeat: bool = False    #: the order id was already assigned: its recorded answer
 
 
 class BatchResult:
@@ -127,13 +134,20 @@ class BatchResult:
     refusal : ndarray of int8
         :class:`Refusal` codes (for INVALID rows, the invalid-reason code).
     n_full_nearer : ndarray of int32
+    customer_id : ndarray of object
+        The customer of each order (resolved from its identifiers when
+        given), None where there is none.
+    repeat : ndarray of bool
+        The order id was already assigned: the row is its recorded answer
+        and nothing changed (see :meth:`Dispatcher.assign_batch`).
     """
 
     __slots__ = ("order_id", "leader_id", "leader_index", "distance_m", "outcome", "refusal",
-                 "n_full_nearer")
+                 "n_full_nearer", "customer_id", "repeat")
 
     def __init__(self, order_id, leader_id, leader_index, distance_m, outcome, refusal,
-                 n_full_nearer):
+                 n_full_nearer, customer_id=None, repeat=None):
+        n = len(outcome)
         self.order_id = order_id
         self.leader_id = leader_id
         self.leader_index = leader_index
@@ -141,6 +155,10 @@ class BatchResult:
         self.outcome = outcome
         self.refusal = refusal
         self.n_full_nearer = n_full_nearer
+        if customer_id is None:
+            customer_id = np.full(n, None, dtype=object)
+        self.customer_id = customer_id
+        self.repeat = np.zeros(n, dtype=bool) if repeat is None else repeat
 
     def __len__(self):
         return len(self.outcome)
@@ -148,7 +166,10 @@ class BatchResult:
     @property
     def reason(self):
         """Reason text of each row (object array of str)."""
-        return _REASONS[self.outcome.astype(np.intp), self.refusal.astype(np.intp)]
+        r = _REASONS[self.outcome.astype(np.intp), self.refusal.astype(np.intp)]
+        if self.repeat.any():
+            r[self.repeat] = r[self.repeat] + REPEAT_NOTE
+        return r
 
     def counts(self):
         """Orders per outcome, as a dict {Outcome: count} (every outcome listed)."""
@@ -167,13 +188,17 @@ class BatchResult:
                                                  [o.name for o in Outcome]),
             "reason": self.reason,
             "n_full_nearer": self.n_full_nearer,
+            "customer_id": self.customer_id,
+            "repeat": self.repeat,
         })
 
     def __getitem__(self, i):
         o = Outcome(int(self.outcome[i]))
         lid = self.leader_id[i]
+        rep = bool(self.repeat[i])
+        reason = _REASONS[o, int(self.refusal[i])] + (REPEAT_NOTE if rep else "")
         return Assignment(_py(self.order_id[i]), _py(lid), float(self.distance_m[i]), o,
-                          str(self.reason[i]), int(self.n_full_nearer[i]))
+                          reason, int(self.n_full_nearer[i]), _py(self.customer_id[i]), rep)
 
     def __repr__(self):
         c = {o.name: n for o, n in self.counts().items() if n}
@@ -278,7 +303,7 @@ class _IdMap:
 
 
 class Dispatcher:
-    """The live state of one event: leaders, their loads, and the rules.
+    """The live state of one event: leaders, their loads, bindings, identities and the rules.
 
     Parameters
     ----------
@@ -295,24 +320,49 @@ class Dispatcher:
         Higher priority wins ties (when ``"priority"`` is in the tie rule).
     active : bool or array_like of bool, optional
         Leaders that take orders now (default all).
-    bindings : mapping, optional
-        customer id -> leader id: the leader a customer belongs to.
+    bindings : mapping or Bindings, optional
+        The leader each customer belongs to: a mapping customer id -> leader
+        id (initial bindings, dated now), or a :class:`~lbsdispatch.identity.Bindings`
+        used as it is (its mode then wins; ``binding_mode`` must agree).
     rules : Rules, optional
         Defaults to ``Rules()``.
     leafsize : int, default 16
         Leaf size of the spatial tree.
+    identity : IdentityGraph, optional
+        Resolves the ``identifiers`` of orders to customer ids (default: a
+        fresh graph).
+    binding_mode : {"first", "override", "expiring"}, default "first"
+        How an assignment writes the customer's binding (see
+        :class:`~lbsdispatch.identity.Bindings`): ``"first"`` keeps the first
+        leader, ``"override"`` takes the latest, ``"expiring"`` is ``"first"``
+        with bindings that lapse after ``expire_days`` without an order.
+    expire_days : float, optional
+        Only with ``binding_mode="expiring"``.
+    store : str or path, optional
+        A SQLite file that persists the event (created here; a file that
+        already holds an event is refused: use :meth:`open`), or
+        ``":memory:"``.  ``None`` (default): in memory only.
+    clock : callable, optional
+        Returns the time in epoch seconds (default ``time.time``): dates
+        bindings and merges.  ``now=`` on ``assign``/``assign_batch`` wins.
 
     Notes
     -----
     Every order gets exactly one :class:`Outcome`.  ``assign_batch`` gives
-    exactly what calling ``assign`` on each order in input order gives.
+    exactly what calling ``assign`` on each order in input order gives, at
+    the same ``now`` (bindings written by earlier orders of the batch and
+    identities merged by them included).
     """
 
     def __init__(self, leader_ids, lat, lon, capacity=None, radius_m=None, priority=None,
-                 active=None, bindings=None, rules=None, leafsize=16):
+                 active=None, bindings=None, rules=None, leafsize=16, *, identity=None,
+                 binding_mode="first", expire_days=None, store=None, clock=None):
         self.rules = Rules() if rules is None else rules
         if not isinstance(self.rules, Rules):
             raise ValueError(f"rules must be a Rules, got {type(rules).__name__}")
+        if clock is not None and not callable(clock):
+            raise ValueError(f"clock must be callable (returning epoch seconds), got {clock!r}")
+        self._clock = time.time if clock is None else clock
         ids = _coerce_ids(leader_ids, "leader_ids")
         ids, _ = _ranks(ids, len(ids), "leader_ids")     # duplicates, named as leader_ids
         n = len(ids)
@@ -322,12 +372,29 @@ class Dispatcher:
         self._setup(index, cap, np.zeros(n, dtype=np.int64), _bool_column(active, "active", n),
                     _radius_column(radius_m, n),
                     _int_column(priority, "priority", n, 0, -2**62, 2**62))
-        self._bindings = {}
-        self._bind_keys = None
-        if bindings is not None:
-            self.set_bindings(bindings)
+        if identity is None:
+            identity = IdentityGraph()
+        elif not isinstance(identity, IdentityGraph):
+            raise ValueError(f"identity must be an IdentityGraph, got {type(identity).__name__}")
+        self._attach_identity(identity)
+        if isinstance(bindings, Bindings):
+            if binding_mode != "first" and binding_mode != bindings.mode:
+                raise ValueError(f"binding_mode={binding_mode!r} disagrees with the Bindings "
+                                 f"given (mode={bindings.mode!r})")
+            if expire_days is not None and expire_days != bindings.expire_days:
+                raise ValueError("expire_days disagrees with the Bindings given")
+            self.bindings = bindings
+        else:
+            self.bindings = Bindings(binding_mode, expire_days)   # checks mode / expire_days
+            if bindings is not None:
+                self._set_all(bindings, self._time(None))
         self._log = OrderLog()
         self._next_order = 0
+        self._store = None
+        self._merge_sink = None
+        if store is not None:
+            from .store import SQLiteStore
+            self._store = SQLiteStore.create(store, self)
 
     # -- construction helpers ------------------------------------------------------
     def _setup(self, index, cap, load, active, radius, priority):
@@ -335,8 +402,8 @@ class Dispatcher:
         self._ids = index.ids
         self._id_list = self._ids.tolist()      # for the one-order path: no numpy scalars
         self._idmap = _IdMap(self._ids)
+        self._idmap.one(None if self._idmap.kind == "str" else 0)   # builds its dict
         self._missing_id = -1 if self._idmap.kind == "int" else None
-        self._bind_keys = None        # binding positions refer to this leader table
         self._radius = radius
         self._priority = priority
         r = self.rules
@@ -344,6 +411,26 @@ class Dispatcher:
             index, cap, load, active, radius, priority,
             math.inf if r.max_distance_m is None else r.max_distance_m,
             r.tie_tolerance_m, r.tie_break, r.capacity == "strict")
+
+    def _attach_identity(self, graph):
+        """Route the graph's merges through the dispatcher (bindings follow them)."""
+        self.identity = graph
+        prev = graph.on_merge
+        self._user_on_merge = None if getattr(prev, "__self__", None) is self else prev
+        graph.on_merge = self._graph_merged
+
+    def _graph_merged(self, survivor, absorbed):
+        # In a batch the merges are queued with their row: the bindings of the
+        # rows before it must be written first (see assign_batch).
+        if self._merge_sink is not None:
+            self._merge_sink.append((self._row, survivor, absorbed))
+        else:
+            self.bindings.on_merge(survivor, absorbed, self._now)
+        if self._user_on_merge is not None:
+            self._user_on_merge(survivor, absorbed)
+
+    def _time(self, now):
+        return _seconds(self._clock() if now is None else now)
 
     @classmethod
     def from_frame(cls, df, id_col="leader_id", lat_col="lat", lon_col="lon",
@@ -360,6 +447,53 @@ class Dispatcher:
         return cls(col(id_col), col(lat_col), col(lon_col), capacity=col(capacity_col),
                    radius_m=col(radius_col), priority=col(priority_col),
                    active=col(active_col), **kwargs)
+
+    @classmethod
+    def open(cls, path, *, clock=None, normalisers=None):
+        """Resume an event persisted with ``Dispatcher(..., store=path)``.
+
+        Parameters
+        ----------
+        path : str or path
+            The SQLite file.
+        clock : callable, optional
+            As in the constructor (the clock is not stored).
+        normalisers : mapping, optional
+            Normalisers of identifier kinds registered with a custom function
+            (see :meth:`IdentityGraph.from_dict`).
+
+        Returns
+        -------
+        Dispatcher
+            The state of the last committed call: every load equals the
+            committed assignments of its leader.
+
+        Raises
+        ------
+        ValueError
+            The file holds no event, or its contents are inconsistent.
+        """
+        from .store import SQLiteStore
+        store, state = SQLiteStore.open(path)
+        try:
+            self = cls._from_state(state, clock=clock, normalisers=normalisers)
+        except BaseException:
+            store.close()
+            raise
+        self._store = store
+        store.attach(self)
+        return self
+
+    def close(self):
+        """Close the store (nothing to do in memory); the dispatcher stays usable in memory."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    @property
+    def store(self):
+        """The store behind the dispatcher, or None (in memory)."""
+        return self._store
 
     # -- leaders ---------------------------------------------------------------------
     @property
@@ -390,9 +524,16 @@ class Dispatcher:
             raise KeyError(f"unknown leader id {leader_id!r}")
         return i
 
+    def _commit(self, orders=None, leaders=(), all_leaders=False, bindings_reset=False):
+        """Persist what a call changed, in one transaction (no-op in memory)."""
+        if self._store is not None:
+            self._store.commit(self, orders, leaders, all_leaders, bindings_reset)
+
     def set_active(self, leader_id, active=True):
         """Switch a leader on or off; its current orders stay (see :meth:`reassign_orders_of`)."""
-        self._core.set_leader(self._leader(leader_id), bool(active), None, None)
+        i = self._leader(leader_id)
+        self._core.set_leader(i, bool(active), None, None)
+        self._commit(leaders=(i,))
 
     def set_capacity(self, leader_id, capacity):
         """Change a leader's capacity; a capacity below the load takes no new orders."""
@@ -403,6 +544,7 @@ class Dispatcher:
             raise ValueError(f"capacity = {capacity!r}: must be an integer in "
                              f"[0, {CAPACITY_MAX}]") from None
         self._core.set_leader(i, None, None, int(cap))
+        self._commit(leaders=(i,))
 
     def add_leaders(self, leader_ids, lat, lon, capacity=None, radius_m=None, priority=None,
                     active=None):
@@ -433,11 +575,13 @@ class Dispatcher:
         index = LeaderIndex(np.concatenate([self.index.lat, lat_a]),
                             np.concatenate([self.index.lon, lon_a]), ids=all_ids,
                             leafsize=self.index.leafsize)
+        n0 = self.n_leaders
         self._setup(index, np.concatenate([self.capacities(), cap]),
                     np.concatenate([self.loads(), np.zeros(m, dtype=np.int64)]),
                     np.concatenate([self.actives(), act]),
                     np.concatenate([self._radius, rad]),
                     np.concatenate([self._priority, pri]))
+        self._commit(leaders=range(n0, n0 + m))
 
     def move_leader(self, leader_id, lat, lon):
         """Move a leader's pickup point (its orders stay with it)."""
@@ -452,60 +596,123 @@ class Dispatcher:
         index = LeaderIndex(la, lo, ids=self._ids, leafsize=self.index.leafsize)
         self._setup(index, self.capacities(), self.loads(), self.actives(), self._radius,
                     self._priority)
+        self._commit(leaders=(i,))
 
     # -- bindings ---------------------------------------------------------------------
-    def set_bindings(self, bindings):
-        """Replace the customer -> leader bindings (a mapping)."""
-        self._bindings = dict(bindings)
-        self._bind_keys = None
+    def _set_all(self, mapping, t):
+        items = mapping.items() if hasattr(mapping, "items") else mapping
+        for c, lid in items:
+            if c is None or lid is None:
+                raise ValueError(f"bindings: customer {c!r} -> leader {lid!r}: neither may be None")
+            self.bindings.set(_py(c), _py(lid), t)
 
-    def bind(self, customer_id, leader_id):
-        """Bind one customer to a leader."""
-        self._bindings[customer_id] = leader_id
-        self._bind_keys = None
+    def set_bindings(self, bindings, now=None):
+        """Replace every binding: a mapping customer -> leader id (dated ``now``) or a
+        :class:`~lbsdispatch.identity.Bindings`."""
+        if isinstance(bindings, Bindings):
+            self.bindings = bindings
+        else:
+            t = self._time(now)
+            self.bindings = Bindings(self.bindings.mode, self.bindings.expire_days)
+            self._set_all(bindings, t)
+        self._commit(bindings_reset=True)
 
-    def _bound_many(self, customers):
-        """Bound leader position of each customer (NO_LEADER / UNKNOWN_LEADER markers)."""
-        n = len(customers)
-        if not self._bindings:
-            return np.full(n, _NO_LEADER, dtype=np.intp)
-        if self._bind_keys is None:
-            keys = list(self._bindings)
-            vals = [self._bindings[k] for k in keys]
-            try:
-                ka = _ids_array(keys, "bindings customer ids")
-            except ValueError:
-                ka = None
-            if ka is not None:
-                pos = np.array([self._bound_position(v) for v in vals], dtype=np.intp)
-                o = np.argsort(ka, kind="stable")
-                self._bind_keys = (ka[o], pos[o])
-            else:
-                self._bind_keys = False
-        if self._bind_keys is False:
-            return np.array([self._bound_one(c) for c in customers.tolist()], dtype=np.intp)
-        keys, pos = self._bind_keys
-        try:
-            c = _ids_array(customers, "customer_ids")
-        except ValueError:
-            return np.array([self._bound_one(c) for c in customers.tolist()], dtype=np.intp)
-        if c.dtype.kind != keys.dtype.kind:
-            return np.full(n, _NO_LEADER, dtype=np.intp)
-        j = np.minimum(np.searchsorted(keys, c), len(keys) - 1)
-        return np.where(keys[j] == c, pos[j], _NO_LEADER).astype(np.intp)
+    def bind(self, customer_id, leader_id, now=None):
+        """Bind one customer to a leader (whatever the mode; dated ``now``)."""
+        self._set_all(((customer_id, leader_id),), self._time(now))
+        self._commit()
 
-    def _bound_one(self, customer_id):
-        if customer_id is None or customer_id not in self._bindings:
-            return _NO_LEADER
-        return self._bound_position(self._bindings[customer_id])
+    def unmerge(self, customer_id, identifiers):
+        """Split identifiers off a customer (:meth:`IdentityGraph.unmerge`), persisted.
+
+        Returns
+        -------
+        int
+            The new customer id.  It starts without a binding.
+        """
+        new = self.identity.unmerge(customer_id, identifiers)
+        self._commit()
+        return new
+
+    def _bound_positions(self, customers, t):
+        """Bound leader position of each customer of a list (NO_LEADER / UNKNOWN_LEADER)."""
+        leaders = self.bindings.bound_many(customers, t)
+        get = self._idmap._dict.get
+        slow = self._bound_position
+        # exact int / str leader ids are dictionary keys as they are; anything
+        # else (numpy scalars, bools, floats) takes the type-checking path
+        return np.array([_NO_LEADER if v is None
+                         else (get(v, _UNKNOWN_LEADER) if type(v) is int or type(v) is str
+                               else slow(v))
+                         for v in leaders], dtype=np.intp)
+
+    def _bound_one(self, customer_id, t):
+        v = self.bindings.bound(customer_id, t)
+        return _NO_LEADER if v is None else self._bound_position(v)
 
     def _bound_position(self, leader_id):
         """Position of a bound leader id; an id of the wrong type is unknown."""
         i = self._idmap.one(leader_id)
         return _UNKNOWN_LEADER if i is None else i
 
+    # -- identities -----------------------------------------------------------------------
+    def _resolve_one(self, identifiers, t):
+        """Customer id of one order's identifiers (None when it names none)."""
+        if not identifiers:
+            return None
+        self._now = t
+        return self.identity.resolve(identifiers)
+
+    def _resolve_batch(self, identifiers, n, rows, t):
+        """Resolve the identifiers of ``rows`` (in order); returns (int64 customer
+        per row, -1 where none; the merges as (row, survivor, absorbed))."""
+        out = np.full(n, -1, dtype=np.int64)
+        merges = []
+        kinds, cols, maps = _identifier_input(identifiers, n)
+        g = self.identity
+        # unknown kinds raise before anything is resolved: a batch changes the
+        # graph entirely or not at all
+        if cols is not None:
+            for k in kinds:
+                try:
+                    g._spec(k)
+                except (ValueError, TypeError) as e:
+                    raise ValueError(f"identifiers: column {k!r}: {e}") from None
+        else:
+            seen = set()
+            for i in rows.tolist():
+                m = maps[i]
+                if m:
+                    for k in (m.keys() if hasattr(m, "keys") else (kv[0] for kv in m)):
+                        if k not in seen:
+                            try:
+                                g._spec(k)
+                            except (ValueError, TypeError) as e:
+                                raise ValueError(f"identifiers[{i}]: {e}") from None
+                            seen.add(k)
+        resolve = g.resolve
+        self._now = t
+        self._merge_sink = merges
+        try:
+            if cols is not None:
+                for i in rows.tolist():
+                    self._row = i
+                    ident = {k: c[i] for k, c in zip(kinds, cols)}
+                    if any(v is not None for v in ident.values()):
+                        out[i] = resolve(ident)
+            else:
+                for i in rows.tolist():
+                    m = maps[i]
+                    if m:
+                        self._row = i
+                        out[i] = resolve(m)
+        finally:
+            self._merge_sink = None
+        return out, merges
+
     # -- dispatch -------------------------------------------------------------------------
-    def assign(self, lat, lon, order_id=None, customer_id=None, chosen_leader=None):
+    def assign(self, lat, lon, order_id=None, customer_id=None, chosen_leader=None,
+               identifiers=None, now=None):
         """Assign one order as it is placed (the online path).
 
         Parameters
@@ -514,24 +721,48 @@ class Dispatcher:
             Delivery address, WGS-84 degrees.
         order_id : int or str, optional
             Defaults to the next integer of this dispatcher.
-        customer_id : optional
-            Looked up in the bindings.
+        customer_id : int or str, optional
+            The buyer: looked up in the bindings (STICKY), and bound after
+            the assignment per the binding mode.
         chosen_leader : optional
             The pickup point the buyer chose.
+        identifiers : mapping, optional
+            The buyer's identifiers, kind -> value (``unionid``, ``phone``,
+            ``openid:<appid>``, ``live_viewer``, ...), resolved through
+            :attr:`identity` into the customer id.  Not together with
+            ``customer_id``.
+        now : float or datetime, optional
+            Time of the order (default: the dispatcher's clock).
 
         Returns
         -------
         Assignment
             An invalid order is returned with outcome INVALID and its reason,
-            not raised.
+            not raised.  An order id that is already assigned returns its
+            recorded assignment with ``repeat=True`` and changes nothing
+            (idempotent re-runs); a released (cancelled) id is INVALID; an id
+            that came out unassigned before is dispatched again.
+
+        Raises
+        ------
+        ValueError
+            Both ``customer_id`` and ``identifiers``, or an unknown identifier
+            kind (nothing changes then).
         """
+        if identifiers is not None and customer_id is not None:
+            raise ValueError("give customer_id or identifiers for an order, not both")
+        log = self._log
         if order_id is None:
             order_id = self._next_order
             self._next_order += 1
-        elif self._log.seen(order_id):
-            return self._invalid_one(order_id, 5)
-        elif type(order_id) is int and order_id >= self._next_order:
-            self._next_order = order_id + 1
+        else:
+            st = log.status_one(order_id) if (log.chunks or log.tail) else 0
+            if st == LIVE:
+                return self._repeat_one(order_id)
+            if st == RELEASED:
+                return self._invalid_one(order_id, 5)
+            if type(order_id) is int and order_id >= self._next_order:
+                self._next_order = order_id + 1
         chosen = _NO_LEADER
         if chosen_leader is not None:
             chosen = self._idmap.one(chosen_leader)
@@ -545,28 +776,57 @@ class Dispatcher:
         # NaN fails both range tests, so one test covers the common case
         if not (-90.0 <= la <= 90.0 and -180.0 <= lo <= 180.0):
             return self._invalid_one(order_id, _coord_problem(la, lo))
-        bound = self._bound_one(customer_id) if self._bindings else _NO_LEADER
+        t = None
+        if identifiers is not None:
+            t = self._time(now)
+            customer_id = self._resolve_one(identifiers, t)
+        if customer_id is not None:
+            if type(customer_id) is float and customer_id != customer_id:
+                customer_id = None
+            else:
+                customer_id = _py(customer_id)
+                if t is None:
+                    t = self._time(now)
+        bound = _NO_LEADER if customer_id is None else self._bound_one(customer_id, t)
         pos, dist, outcome, refusal, n_full = self._core.assign_one(la, lo, chosen, bound)
         if pos >= 0:
-            log = self._log
             if log.lookup is None:      # the common case, kept to one list append
-                log.tail.append((order_id, pos, la, lo, customer_id, chosen, log.next_seq))
+                log.tail.append((order_id, pos, la, lo, customer_id, chosen, log.next_seq,
+                                 dist, outcome, refusal, n_full))
                 log.next_seq += 1
             else:
-                log.add_one(order_id, pos, la, lo, customer_id, chosen)
+                log.add_one(order_id, pos, la, lo, customer_id, chosen, None, dist, outcome,
+                            refusal, n_full)
             lid = self._id_list[pos]
+            if customer_id is not None:
+                self.bindings.record(customer_id, lid, t)
         else:
             lid = self._missing_id
+        if self._store is not None:
+            self._commit(orders=_OneOrder(order_id, customer_id, pos, dist, outcome, refusal,
+                                          la, lo, chosen, n_full, log.next_seq - 1),
+                         leaders=(pos,) if pos >= 0 else ())
         # tuple.__new__ directly: the NamedTuple's own __new__ is a Python function
         # and would double the cost of the whole call
         return _tuple_new(Assignment, (order_id, lid, dist, _OUTCOMES[outcome],
-                                       _REASON_ROWS[outcome][refusal], n_full))
+                                       _REASON_ROWS[outcome][refusal], n_full, customer_id,
+                                       False))
 
     def _invalid_one(self, order_id, code):
         return Assignment(order_id, self._missing_id, math.inf, Outcome.INVALID,
                           _REASON_ROWS[Outcome.INVALID][code], 0)
 
-    def assign_batch(self, lat, lon, order_ids=None, customer_ids=None, chosen_leaders=None):
+    def _repeat_one(self, order_id):
+        rec = self._log.record_of(order_id)
+        pos, dist, outcome, refusal, n_full = (int(rec["leader"]), float(rec["dist"]),
+                                               int(rec["outcome"]), int(rec["refusal"]),
+                                               int(rec["n_full"]))
+        return Assignment(order_id, self._id_list[pos], dist, _OUTCOMES[outcome],
+                          _REASON_ROWS[outcome][refusal] + REPEAT_NOTE, n_full,
+                          _py(rec["customer"]), True)
+
+    def assign_batch(self, lat, lon, order_ids=None, customer_ids=None, chosen_leaders=None,
+                     identifiers=None, now=None):
         """Assign a batch of orders, exactly as ``assign`` on each in input order.
 
         Parameters
@@ -574,13 +834,30 @@ class Dispatcher:
         lat, lon : array_like of float, shape (n,), or a DataFrame as ``lat``
             Delivery addresses.  A pandas DataFrame passed as ``lat`` supplies
             the columns ``lat``, ``lon`` and, if present, ``order_id``,
-            ``customer_id`` and ``chosen_leader``.
+            ``customer_id``, ``chosen_leader`` and one column per identifier
+            kind (``unionid``, ``phone``, ``openid:<appid>``, ...).
         order_ids, customer_ids, chosen_leaders : array_like, shape (n,), optional
-            ``None`` entries in ``chosen_leaders`` mean no choice.
+            ``None`` entries in ``chosen_leaders`` mean no choice, in
+            ``customer_ids`` no known customer.
+        identifiers : optional
+            Per order, a mapping kind -> value: a list of mappings (None for
+            none), a mapping kind -> column, or a DataFrame with one column
+            per kind.  None / NaN values are absent.  A row may not have both
+            a customer id and identifiers.
+        now : float or datetime, optional
+            Time of the batch (default: the dispatcher's clock).
 
         Returns
         -------
         BatchResult
+
+        Notes
+        -----
+        Order ids: a repeat of an id within the batch is INVALID; an id that
+        is already assigned (a re-run) gives its recorded row with ``repeat``
+        set and takes no slot; a released id is INVALID; an id that came out
+        unassigned earlier is dispatched again.  With a store the whole call
+        is one transaction.
         """
         if lon is None and hasattr(lat, "columns"):
             df = lat
@@ -590,9 +867,16 @@ class Dispatcher:
                             else customer_ids)
             chosen_leaders = (df["chosen_leader"].to_numpy() if "chosen_leader" in df.columns
                               else chosen_leaders)
+            if identifiers is None:
+                kinds = [c for c in df.columns if isinstance(c, str) and c not in _FRAME_COLS
+                         and self._is_kind(c)]
+                if kinds:
+                    identifiers = {k: df[k].to_numpy() for k in kinds}
         lat_a, lon_a, bad_code = _batch_coords(lat, lon)
         n = len(lat_a)
         invalid = bad_code
+        repeat = np.zeros(n, dtype=bool)
+        status = None
         if order_ids is None:
             oids = np.arange(self._next_order, self._next_order + n, dtype=np.int64)
             self._next_order += n
@@ -601,8 +885,17 @@ class Dispatcher:
             if oids.shape != (n,):
                 raise ValueError(f"order_ids must have one id per order ({n}), "
                                  f"got shape {oids.shape}")
-            invalid = np.where(invalid == 0, _duplicate_codes(oids, self._log.known_ids()), invalid)
-            self._skip_auto_ids(oids[invalid == 0])
+            dup = _duplicate_codes(oids)
+            log = self._log
+            if log.chunks or log.tail:
+                status = log.status_many(oids.tolist())
+                repeat = (dup == 0) & (status == LIVE)
+            invalid = np.where(invalid == 0, dup, invalid)
+            if status is not None:
+                invalid = np.where((invalid == 0) & (status == RELEASED), 5, invalid)
+                # a re-run gives back the recorded answer, whatever the row holds now
+                invalid[repeat] = 0
+            self._skip_auto_ids(oids[(invalid == 0) & ~repeat])
         chosen = np.full(n, _NO_LEADER, dtype=np.intp)
         if chosen_leaders is not None:
             ch = np.asarray(chosen_leaders, dtype=object if _has_none(chosen_leaders) else None)
@@ -610,24 +903,133 @@ class Dispatcher:
                 raise ValueError(f"chosen_leaders must have one entry per order ({n}), "
                                  f"got shape {ch.shape}")
             chosen, wrong = self._chosen_many(ch)
-            invalid = np.where((invalid == 0) & wrong, 6, invalid)
+            invalid = np.where((invalid == 0) & wrong & ~repeat, 6, invalid)
+        skip = (invalid != 0) | repeat
+        t = None
+        cust_list = None          # customer per row (Python values, None for none)
+        cust_int = None           # the same as int64 when they all come from the graph
+        merges = ()
         if customer_ids is not None:
-            cust = np.asarray(customer_ids)
-            if cust.shape != (n,):
+            cust_obj = np.asarray(customer_ids, dtype=object)
+            if cust_obj.shape != (n,):
                 raise ValueError(f"customer_ids must have one id per order ({n}), "
-                                 f"got shape {cust.shape}")
-            bound = self._bound_many(cust)
-        else:
-            cust = None
-            bound = np.full(n, _NO_LEADER, dtype=np.intp)
-        leader, dist, outcome, refusal, n_full = self._dispatch_rows(
-            lat_a, lon_a, chosen, bound, (invalid != 0).view(np.uint8))
+                                 f"got shape {np.shape(customer_ids)}")
+            cust_list = [None if (v is None or (type(v) is float and v != v)) else v
+                         for v in cust_obj.tolist()]
+        if identifiers is not None:
+            t = self._time(now)
+            if cust_list is not None:
+                has_ident = _identifier_rows(identifiers, n)
+                both = np.flatnonzero(has_ident & np.array([c is not None for c in cust_list]))
+                if both.size:
+                    j = int(both[0])
+                    raise ValueError(f"customer_ids[{j}] and identifiers[{j}] both given: "
+                                     f"an order has one or the other")
+            ids_cust, merges = self._resolve_batch(identifiers, n, np.flatnonzero(~skip), t)
+            if cust_list is None:
+                cust_int = ids_cust
+                cust_list = ids_cust.tolist()
+                for i in np.flatnonzero(ids_cust < 0).tolist():
+                    cust_list[i] = None
+            else:
+                for i in np.flatnonzero(ids_cust >= 0).tolist():
+                    cust_list[i] = int(ids_cust[i])
+        if cust_list is not None and t is None:
+            t = self._time(now)
+        leader = np.full(n, -1, dtype=np.intp)
+        dist = np.full(n, math.inf)
+        outcome = np.full(n, Outcome.INVALID, dtype=np.int8)
+        refusal = np.zeros(n, dtype=np.int8)
+        n_full = np.zeros(n, dtype=np.int32)
+        skip_u8 = skip.view(np.uint8)
+        # Cut the batch where a row's identifiers merged two customers: the
+        # bindings of the rows before must be written, then merged, before
+        # that row is dispatched (exactly as one assign after another).
+        cuts = sorted({r for r, _, _ in merges})
+        bounds = [0] + [c for c in cuts if c > 0] + [n]
+        k = 0
+        for s, e in zip(bounds, bounds[1:]):
+            while k < len(merges) and merges[k][0] <= s:
+                _, sv, ab = merges[k]
+                self.bindings.on_merge(sv, ab, t)
+                k += 1
+            self._dispatch_segment(s, e, lat_a, lon_a, chosen, skip_u8, cust_list, cust_int, t,
+                                   leader, dist, outcome, refusal, n_full)
+        while k < len(merges):          # merges of the last rows (n == 0 edge included)
+            _, sv, ab = merges[k]
+            self.bindings.on_merge(sv, ab, t)
+            k += 1
         refusal = np.where(invalid != 0, invalid, refusal).astype(np.int8)
-        ok = leader >= 0
-        self._log.add_many(oids[ok], leader[ok], lat_a[ok], lon_a[ok],
-                           None if cust is None else cust[ok], chosen[ok])
-        return BatchResult(oids, self._leader_ids_of(leader), leader, dist, outcome, refusal,
-                           n_full)
+        ok = (leader >= 0) & ~repeat
+        if cust_list is None:
+            cust_col = np.full(n, None, dtype=object)
+        else:
+            cust_col = np.empty(n, dtype=object)
+            cust_col[:] = cust_list
+        if repeat.any():
+            self._fill_repeats(np.flatnonzero(repeat), oids, leader, dist, outcome, refusal,
+                               n_full, cust_col)
+        self._log.add_many(oids[ok], leader[ok], lat_a[ok], lon_a[ok], cust_col[ok], chosen[ok],
+                           None, dist[ok], outcome[ok], refusal[ok], n_full[ok])
+        res = BatchResult(oids, self._leader_ids_of(leader), leader, dist, outcome, refusal,
+                          n_full, cust_col, repeat)
+        if self._store is not None:
+            # every order that went in with a usable id (not a repeat): assigned
+            # or with its reason
+            keep = ~repeat
+            if order_ids is not None:
+                keep &= (invalid != 4) & (invalid != 7) & (invalid != 5)
+            self._commit(orders=_BatchOrders(res, keep, ok, lat_a, lon_a, chosen,
+                                             self._log.next_seq),
+                         leaders=np.unique(leader[ok]).tolist())
+        return res
+
+    def _is_kind(self, name):
+        try:
+            self.identity._spec(name)
+        except (ValueError, TypeError):
+            return False
+        return True
+
+    def _dispatch_segment(self, s, e, lat, lon, chosen, skip, cust_list, cust_int, t,
+                          leader, dist, outcome, refusal, n_full):
+        """Run the core over rows s:e with the bindings as they are now; write the
+        bindings the assignments make."""
+        m = e - s
+        if m == 0:
+            return
+        bound = np.full(m, _NO_LEADER, dtype=np.intp)
+        prev = np.full(m, -1, dtype=np.intp)
+        sub = None
+        if cust_list is not None:
+            sub = cust_list[s:e]
+            bound = self._bound_positions(sub, t)
+            prev = _prev_same(sub, None if cust_int is None else cust_int[s:e])
+        self._core.assign_many(lat[s:e], lon[s:e], chosen[s:e], bound, prev,
+                               self.bindings.mode == "override", skip[s:e], leader[s:e],
+                               dist[s:e], outcome[s:e], refusal[s:e], n_full[s:e])
+        if sub is not None:
+            seg = leader[s:e]
+            rows = np.flatnonzero(seg >= 0).tolist()
+            ids = self._id_list
+            cs = [sub[i] for i in rows]
+            keep = [j for j, c in enumerate(cs) if c is not None]
+            if len(keep) != len(cs):
+                rows = [rows[j] for j in keep]
+                cs = [cs[j] for j in keep]
+            if cs:
+                self.bindings.record_many(cs, [ids[p] for p in seg[rows].tolist()], t)
+
+    def _fill_repeats(self, rows, oids, leader, dist, outcome, refusal, n_full, cust_col):
+        """Rows of order ids already assigned: their recorded answer."""
+        for i in rows.tolist():
+            rec = self._log.record_of(_py(oids[i]))
+            leader[i] = rec["leader"]
+            dist[i] = rec["dist"]
+            outcome[i] = rec["outcome"]
+            refusal[i] = rec["refusal"]
+            n_full[i] = rec["n_full"]
+            cust_col[i] = _py(rec["customer"])
 
     def _skip_auto_ids(self, oids):
         """Keep automatic order ids above every explicit integer id dispatched."""
@@ -714,6 +1116,9 @@ class Dispatcher:
     def release(self, order_id):
         """Cancel an assigned order: its leader gets the slot back.
 
+        The order id is remembered as released: submitting it again gives an
+        INVALID row (a new order needs a new id).
+
         Returns
         -------
         leader_id
@@ -727,9 +1132,11 @@ class Dispatcher:
         where = self._log.where().get(order_id)
         if where is None or not self._log.get(*where, "live"):
             raise KeyError(f"order {order_id!r} is not assigned")
-        self._log.kill(*where)
+        self._log.kill(*where, released=True)
         pos = int(self._log.get(*where, "leader"))
         self._core.release(pos)
+        if self._store is not None:
+            self._commit(orders=_Released(order_id), leaders=(pos,))
         return self._ids[pos].item()
 
     def orders_of(self, leader_id):
@@ -743,7 +1150,8 @@ class Dispatcher:
         The leader takes none of them back (it is treated as inactive while they
         are dispatched); bindings and chosen points of the orders are not
         applied to it.  Orders are re-dispatched in the order they were first
-        assigned.
+        assigned.  Bindings are not written (an operator's move, not the
+        customer's order).
 
         Returns
         -------
@@ -773,8 +1181,9 @@ class Dispatcher:
             oid_a = np.array(oids) if n else np.zeros(0, dtype=np.int64)
             cust_a = np.empty(n, dtype=object)
             cust_a[:] = custs
-            bound = self._bound_many(cust_a) if any(c is not None for c in custs) \
-                else np.full(n, _NO_LEADER, dtype=np.intp)
+            bound = (self._bound_positions(custs, self._time(None))
+                     if any(c is not None for c in custs)
+                     else np.full(n, _NO_LEADER, dtype=np.intp))
             bound = np.where(bound == i, _NO_LEADER, bound).astype(np.intp)
             # the buyer's choice stays on record; only the leader being emptied
             # is not offered it again
@@ -784,19 +1193,25 @@ class Dispatcher:
                 lat_a, lon_a, chosen_now, bound, np.zeros(n, dtype=np.uint8))
             log.forget(oids)
             ok = leader >= 0
+            seq_a = np.array(seqs, dtype=np.int64).reshape(n)
             log.add_many(oid_a[ok], leader[ok], lat_a[ok], lon_a[ok], cust_a[ok], chosen_a[ok],
-                         np.array(seqs, dtype=np.int64)[ok])
+                         seq_a[ok], dist[ok], outcome[ok], refusal[ok], n_full[ok])
         finally:
             self._core.set_leader(i, was_active, None, None)
-        return BatchResult(oid_a, self._leader_ids_of(leader), leader, dist, outcome, refusal,
-                           n_full)
+        res = BatchResult(oid_a, self._leader_ids_of(leader), leader, dist, outcome, refusal,
+                          n_full, cust_a)
+        if self._store is not None:
+            self._commit(orders=_BatchOrders(res, np.ones(n, dtype=bool), ok, lat_a, lon_a,
+                                             chosen_a, None, seq_a),
+                         leaders=sorted(set(np.unique(leader[ok]).tolist()) | {i}))
+        return res
 
     # -- saving and restoring --------------------------------------------------------------
     def to_dict(self):
         """The whole state as plain Python data (lists, numbers, strings)."""
         orders = self._log.live_table()
         return {
-            "version": 1,
+            "version": 2,
             "leaders": {
                 "leader_id": self._ids.tolist(),
                 "lat": self.index.lat.tolist(), "lon": self.index.lon.tolist(),
@@ -806,28 +1221,62 @@ class Dispatcher:
                 "leafsize": self.index.leafsize,
             },
             "rules": self.rules.to_dict(),
-            "bindings": list(self._bindings.items()),
+            "bindings": self.bindings.to_dict(),
+            "identity": self.identity.to_dict(),
             "orders": orders,
             "next_order": self._next_order,
+            "next_seq": self._log.next_seq,
         }
 
     @classmethod
-    def from_dict(cls, d):
-        """Rebuild a dispatcher saved with :meth:`to_dict`; loads are restored exactly."""
+    def from_dict(cls, d, *, clock=None, normalisers=None):
+        """Rebuild a dispatcher saved with :meth:`to_dict`; loads are restored exactly.
+
+        ``clock`` and ``normalisers`` (of custom identifier kinds) are not data
+        and are passed again.
+        """
+        return cls._from_state(d, clock=clock, normalisers=normalisers)
+
+    @classmethod
+    def _from_state(cls, d, clock=None, normalisers=None):
         L = d["leaders"]
+        b = d.get("bindings", [])
+        if isinstance(b, dict) and "format" in b:
+            bindings = Bindings.from_dict(b)
+        else:                              # version 1: a list of (customer, leader) pairs
+            bindings = {k: v for k, v in b}
+        ident = d.get("identity")
+        graph = None if ident is None else IdentityGraph.from_dict(ident, normalisers=normalisers)
         self = cls(L["leader_id"], L["lat"], L["lon"], capacity=None,
                    radius_m=L["radius_m"], priority=L["priority"], active=L["active"],
-                   bindings=dict((k, v) for k, v in d.get("bindings", [])),
-                   rules=Rules.from_dict(d["rules"]), leafsize=L.get("leafsize", 16))
+                   bindings=bindings if isinstance(bindings, Bindings) else None,
+                   rules=Rules.from_dict(d["rules"]), leafsize=L.get("leafsize", 16),
+                   identity=graph, clock=clock)
+        if not isinstance(bindings, Bindings) and bindings:
+            self._set_all(bindings, self._time(None))
         self._setup(self.index, np.asarray(L["capacity"], dtype=np.int64),
                     np.asarray(L["load"], dtype=np.int64), np.asarray(L["active"], dtype=bool),
                     self._radius, self._priority)
         O = d["orders"]
-        fields = ("order_id", "leader", "lat", "lon", "customer", "chosen", "seq")
-        for row in zip(*(O.get(f, range(len(O["order_id"]))) for f in fields)):
-            self._log.add_one(*row)
-        self._log.flush()
-        self._log.next_seq = max(O.get("seq", [-1]) or [-1]) + 1
+        m = len(O["order_id"])
+        if m:
+            oid = np.empty(m, dtype=object)
+            oid[:] = O["order_id"]
+            if all(type(v) is int for v in O["order_id"]):
+                oid = oid.astype(np.int64)
+            cust = np.empty(m, dtype=object)
+            cust[:] = O.get("customer", [None] * m)
+            live = np.asarray(O.get("live", [True] * m), dtype=bool)
+
+            def col(f, default):
+                return O[f] if f in O else [default] * m
+
+            self._log.add_many(oid, O["leader"], O["lat"], O["lon"], cust,
+                               col("chosen", _NO_LEADER), O.get("seq", list(range(m))),
+                               col("dist", 0.0), col("outcome", 0), col("refusal", 0),
+                               col("n_full", 0), live=live, released=~live)
+        seqs = O.get("seq", [])
+        self._log.next_seq = d.get("next_seq", max(seqs) + 1 if seqs else m)
         self._next_order = d.get("next_order", 0)
         return self
 
@@ -837,10 +1286,145 @@ class Dispatcher:
     def __setstate__(self, state):
         other = Dispatcher.from_dict(state)
         self.__dict__.update(other.__dict__)
+        # the graph's merges must reach this object's bindings, not the temporary's
+        self._attach_identity(self.identity)
 
     def __repr__(self):
         return (f"Dispatcher(n_leaders={self.n_leaders}, load={int(self.loads().sum())}, "
                 f"rules={self.rules!r})")
+
+
+# -- what a call hands to the store ------------------------------------------------------------
+# State of an order in the store: released (cancelled), live (assigned), unassigned.
+ORDER_RELEASED, ORDER_LIVE, ORDER_UNASSIGNED = 0, 1, 2
+
+
+class _OneOrder(NamedTuple):
+    order_id: object
+    customer: object
+    pos: int
+    dist: float
+    outcome: int
+    refusal: int
+    lat: float
+    lon: float
+    chosen: int
+    n_full: int
+    seq: int
+
+    def rows(self):
+        ok = self.pos >= 0
+        return [(self.order_id, self.customer, self.pos if ok else None,
+                 self.dist if ok else None, self.outcome, self.refusal, self.n_full,
+                 self.lat, self.lon, self.chosen, self.seq if ok else None,
+                 ORDER_LIVE if ok else ORDER_UNASSIGNED)]
+
+
+class _Released(NamedTuple):
+    order_id: object
+
+
+class _BatchOrders(NamedTuple):
+    res: BatchResult
+    keep: np.ndarray          # rows to write
+    ok: np.ndarray            # rows assigned (and not repeats)
+    lat: np.ndarray
+    lon: np.ndarray
+    chosen: np.ndarray
+    next_seq: object          # the log's next seq after the batch (new orders)
+    seq: object = None        # or the seq of every row (reassignment)
+
+    def rows(self):
+        """One tuple per kept row, columns as in the store's ``orders`` table."""
+        res, keep, ok = self.res, self.keep, self.ok
+        idx = np.flatnonzero(keep)
+        if self.seq is None:
+            seq = (self.next_seq - int(ok.sum()) + np.cumsum(ok) - 1).astype(object)
+        else:
+            seq = np.asarray(self.seq).astype(object)
+        okk = ok[idx]
+        seq = seq[idx]
+        seq[~okk] = None
+        leader = res.leader_index[idx].astype(object)
+        leader[~okk] = None
+        dist = res.distance_m[idx].astype(object)
+        dist[~okk] = None
+        state = np.where(okk, ORDER_LIVE, ORDER_UNASSIGNED)
+        oid = res.order_id[idx]
+        return list(zip(oid.tolist(), res.customer_id[idx].tolist(), leader.tolist(),
+                        dist.tolist(), res.outcome[idx].tolist(), res.refusal[idx].tolist(),
+                        res.n_full_nearer[idx].tolist(), self.lat[idx].tolist(),
+                        self.lon[idx].tolist(), self.chosen[idx].tolist(), seq.tolist(),
+                        state.tolist()))
+
+
+_FRAME_COLS = frozenset({"lat", "lon", "order_id", "customer_id", "chosen_leader"})
+
+
+def _identifier_input(identifiers, n):
+    """(kinds, columns as lists, None) for column input, (None, None, list of
+    per-order mappings) for row input; ValueError on a wrong shape."""
+    if hasattr(identifiers, "columns"):        # a DataFrame: one column per kind
+        identifiers = {c: identifiers[c].to_numpy() for c in identifiers.columns}
+    if hasattr(identifiers, "items") and not isinstance(identifiers, (list, tuple)):
+        kinds, cols = [], []
+        for k, col in identifiers.items():
+            a = np.asarray(col, dtype=object)
+            if a.shape != (n,):
+                raise ValueError(f"identifiers[{k!r}] must have one value per order ({n}), "
+                                 f"got shape {a.shape}")
+            kinds.append(k)
+            cols.append([None if (type(v) is float and v != v) else v for v in a.tolist()])
+        return kinds, _Columns(cols), None
+    maps = list(identifiers)
+    if len(maps) != n:
+        raise ValueError(f"identifiers must have one entry per order ({n}), got {len(maps)}")
+    for i, m in enumerate(maps):
+        if m is not None and not hasattr(m, "items") and not isinstance(m, (list, tuple)):
+            raise ValueError(f"identifiers[{i}] must be a mapping kind -> value or None, "
+                             f"got {type(m).__name__}")
+    return None, None, maps
+
+
+class _Columns(list):
+    """Identifier columns; indexing a row gives ``[col[i] for col in self]``."""
+
+
+def _identifier_rows(identifiers, n):
+    """Rows that carry at least one identifier value."""
+    kinds, cols, maps = _identifier_input(identifiers, n)
+    if cols is not None:
+        has = np.zeros(n, dtype=bool)
+        for c in cols:
+            has |= np.array([v is not None for v in c], dtype=bool)
+        return has
+    return np.array([bool(m) for m in maps], dtype=bool)
+
+
+def _prev_same(customers, ints=None):
+    """Previous row of the same customer (-1 for none) in a list of customers.
+
+    ``ints``: the same customers as int64 (-1 for none), when available: then
+    a stable argsort does it without a Python loop.
+    """
+    m = len(customers)
+    prev = np.full(m, -1, dtype=np.intp)
+    if ints is not None:
+        idx = np.flatnonzero(ints >= 0)
+        k = ints[idx]
+        o = np.argsort(k, kind="stable")
+        ks = k[o]
+        same = np.flatnonzero(ks[1:] == ks[:-1])
+        prev[idx[o[same + 1]]] = idx[o[same]]
+        return prev
+    last = {}
+    for i, c in enumerate(customers):
+        if c is not None:
+            j = last.get(c)
+            if j is not None:
+                prev[i] = j
+            last[c] = i
+    return prev
 
 
 def _coord_problem(lat, lon):
@@ -910,8 +1494,8 @@ def _has_none(x):
     return isinstance(x, (list, tuple)) and any(v is None for v in x)
 
 
-def _duplicate_codes(oids, known):
-    """Invalid code 4 for repeats within the batch, 5 for ids dispatched before."""
+def _duplicate_codes(oids):
+    """Invalid code 4 for repeats within the batch, 7 for a missing (None) id."""
     n = len(oids)
     code = np.zeros(n, dtype=np.int8)
     if n == 0:
@@ -932,11 +1516,4 @@ def _duplicate_codes(oids, known):
         rep = np.zeros(n, dtype=bool)
         rep[1:] = s[1:] == s[:-1]
         code[order[rep]] = 4
-    if known is not None and len(known):
-        try:
-            before = np.isin(oids, known)
-        except TypeError:
-            ks = set(known.tolist())
-            before = np.array([v in ks for v in oids.tolist()])
-        code[(code == 0) & before] = 5
     return code

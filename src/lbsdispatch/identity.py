@@ -987,6 +987,19 @@ def _seconds(now: Time) -> float:
     return t
 
 
+def _customer(c):
+    """A customer id read back from saved data: ints (identity graph ids) as int,
+    other ids (a dispatcher's own customer ids, e.g. str) as they are."""
+    return int(c) if isinstance(c, (int, float, np.integer)) and not isinstance(c, bool) else c
+
+
+def _customer_key(item):
+    # customers may mix ints (graph ids) and strs (ids given directly): sort
+    # each type apart instead of failing on int < str
+    c = item[0]
+    return (type(c).__name__, c)
+
+
 class Bindings:
     """Which leader each customer belongs to.
 
@@ -1035,6 +1048,10 @@ class Bindings:
         self._alias: Dict[int, int] = {}
         self._clock: Optional[float] = None
         self.audit: List[BindingAuditRecord] = []
+        # Change tracking for a store (see `_track`): None when nobody listens,
+        # so the in-memory mode pays one None test per recorded order.
+        self._dirty: Optional[Set[Hashable]] = None
+        self._new_alias: Optional[List[Hashable]] = None
 
     def _canon(self, cid: int) -> int:
         alias = self._alias
@@ -1100,7 +1117,92 @@ class Bindings:
             b[2] = t
         if self._clock is None or t > self._clock:
             self._clock = t
+        if self._dirty is not None:
+            self._dirty.add(cid)
         return b[0]
+
+    def bound_many(self, customers: List[Hashable], now: Optional[Time] = None) -> List[Any]:
+        """Return `bound` for each customer (None entries stay None), in one pass.
+
+        The batch path of the dispatcher: one dictionary lookup per order and
+        no per-order function call.  ``now`` is required in ``"expiring"``
+        mode.
+        """
+        b = self._b
+        alias = self._alias
+        if alias:
+            canon = self._canon
+            customers = [None if c is None else canon(c) for c in customers]
+        get = b.get
+        rows = [None if c is None else get(c) for c in customers]
+        if self._expire is None:
+            return [None if r is None else r[0] for r in rows]
+        if now is None:
+            raise TypeError("bound_many() needs now in mode='expiring'")
+        limit = _seconds(now) - self._expire
+        # lapsed strictly after expire_days: t - last > expire  <=>  last < t - expire
+        return [None if r is None or r[2] < limit else r[0] for r in rows]
+
+    def record_many(self, customers: List[Hashable], leaders: List[Hashable], now: Time) -> None:
+        """`record` each (customer, leader) pair in order, all at time ``now``.
+
+        Equivalent to ``for c, l in zip(customers, leaders): record(c, l, now)``
+        (the dispatcher's batch path, written without a call per order).
+        """
+        t = _seconds(now)
+        b = self._b
+        alias = self._alias
+        canon = self._canon
+        override = self.mode == "override"
+        expire = self._expire
+        dirty = self._dirty
+        for cid, leader_id in zip(customers, leaders):
+            if leader_id is None:
+                raise ValueError("leader_id must not be None (None means unbound)")
+            if alias and cid in alias:
+                cid = canon(cid)
+            r = b.get(cid)
+            if r is None:
+                b[cid] = [leader_id, t, t]
+            elif ((override and r[0] != leader_id)
+                  or (expire is not None and t - r[2] > expire)):
+                b[cid] = [leader_id, t, max(t, r[2])]
+            elif t > r[2]:
+                r[2] = t
+            if dirty is not None:
+                dirty.add(cid)
+        if customers and (self._clock is None or t > self._clock):
+            self._clock = t
+
+    def set(self, customer_id: Hashable, leader_id: Hashable, now: Time) -> None:
+        """Bind a customer to a leader whatever the mode (an operator's decision).
+
+        The binding counts as created at ``now``.
+        """
+        if leader_id is None:
+            raise ValueError("leader_id must not be None (None means unbound)")
+        t = _seconds(now)
+        cid = self._canon(customer_id)
+        self._b[cid] = [leader_id, t, t]
+        if self._clock is None or t > self._clock:
+            self._clock = t
+        if self._dirty is not None:
+            self._dirty.add(cid)
+
+    def _track(self) -> None:
+        """Start recording which customers change (for a store's incremental writes)."""
+        if self._dirty is None:
+            self._dirty = set()
+            self._new_alias = []
+
+    def _take_changes(self):
+        """(rows to upsert, customers to delete, new aliases) since the last call."""
+        dirty, self._dirty = self._dirty or set(), set()
+        aliases, self._new_alias = self._new_alias or [], []
+        b = self._b
+        upsert = [(c, r[0], r[1], r[2]) for c in dirty for r in (b.get(c),) if r is not None]
+        delete = [c for c in dirty if c not in b]
+        return upsert, delete, [(a, self._alias[a]) for a in aliases if a in self._alias]
 
     def on_merge(self, survivor: int, absorbed: int, now: Optional[Time] = None) -> None:
         """Carry bindings over when customer ``absorbed`` merges into ``survivor``.
@@ -1131,6 +1233,9 @@ class Bindings:
         bs = self._active(self._b.pop(s, None), t)
         ba = self._active(self._b.pop(a, None), t)
         self._alias[a] = s
+        if self._dirty is not None:
+            self._dirty.update((s, a))
+            self._new_alias.append(a)
         if bs is None and ba is None:
             return
         if bs is None or ba is None:
@@ -1165,10 +1270,12 @@ class Bindings:
             "mode": self.mode,
             "expire_days": self.expire_days,
             "clock": self._clock,
-            "bindings": [[c, b[0], b[1], b[2]] for c, b in sorted(self._b.items())],
+            "bindings": [[c, b[0], b[1], b[2]]
+                         for c, b in sorted(self._b.items(), key=_customer_key)],
             # Each absorbed id with its final survivor: canonical, whatever chains
             # lookups happened to compress.
-            "aliases": sorted([a, self._alias_root(a)] for a in self._alias),
+            "aliases": sorted(([a, self._alias_root(a)] for a in self._alias),
+                              key=_customer_key),
             "audit": [list(r) for r in self.audit],
         }
 
@@ -1179,8 +1286,9 @@ class Bindings:
             raise ValueError(f"not a Bindings dict: format {data.get('format')!r}")
         b = cls(mode=data["mode"], expire_days=data["expire_days"])
         b._clock = None if data["clock"] is None else float(data["clock"])
-        b._b = {int(c): [leader, float(t0), float(t1)] for c, leader, t0, t1 in data["bindings"]}
-        b._alias = {int(a): int(s) for a, s in data["aliases"]}
-        b.audit = [BindingAuditRecord(int(r[0]), r[1], int(r[2]), int(r[3]), r[4], r[5],
-                                      float(r[6]), r[7]) for r in data["audit"]]
+        b._b = {_customer(c): [leader, float(t0), float(t1)]
+                for c, leader, t0, t1 in data["bindings"]}
+        b._alias = {_customer(a): _customer(s) for a, s in data["aliases"]}
+        b.audit = [BindingAuditRecord(int(r[0]), r[1], _customer(r[2]), _customer(r[3]), r[4],
+                                      r[5], float(r[6]), r[7]) for r in data["audit"]]
         return b
