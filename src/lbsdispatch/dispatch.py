@@ -813,6 +813,10 @@ class Dispatcher:
                                        False))
 
     def _invalid_one(self, order_id, code):
+        if self._store is not None and code != 5:
+            # every order that went in is on record, with its reason
+            self._commit(orders=_OneOrder(order_id, None, -1, math.inf, Outcome.INVALID, code,
+                                          None, None, _NO_LEADER, 0, None))
         return Assignment(order_id, self._missing_id, math.inf, Outcome.INVALID,
                           _REASON_ROWS[Outcome.INVALID][code], 0)
 
