@@ -79,3 +79,11 @@ def great_circle_m(lat1, lon1, lat2, lon2):
     num = np.hypot(c2 * sd, c1 * s2 - s1 * c2 * cd)
     den = s1 * s2 + c1 * c2 * cd
     return EARTH_RADIUS_M * np.arctan2(num, den)
+
+
+# Conversions between the coordinate systems of Chinese order systems (WGS-84,
+# GCJ-02, BD-09) and EPSG codes live in crs.py; ``geo.transform`` is the public
+# entry point.  Imported last so that crs.py never sees a half-built geo.
+from .crs import transform
+
+__all__ += ["transform"]
