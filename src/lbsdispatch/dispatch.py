@@ -924,7 +924,8 @@ class Dispatcher:
             t = self._time(now)
             if cust_list is not None:
                 has_ident = _identifier_rows(identifiers, n)
-                both = np.flatnonzero(has_ident & np.array([c is not None for c in cust_list]))
+                given = np.array([c is not None for c in cust_list], dtype=bool)
+                both = np.flatnonzero(has_ident & given)
                 if both.size:
                     j = int(both[0])
                     raise ValueError(f"customer_ids[{j}] and identifiers[{j}] both given: "
