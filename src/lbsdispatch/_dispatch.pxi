@@ -147,7 +147,6 @@ cdef struct Pick:
     intp pos
     intp n_full            # active full leaders strictly nearer than pos, in range
     bint overflow          # more full leaders seen than the buffer holds: recount
-    bint tied              # another leader with room is at the same distance as pos
 
 
 cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
@@ -166,17 +165,18 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
     cdef intp nf = 0
     cdef intp top = 0, node = 0, p, end, near, far, i
     cdef int32_t d
-    cdef int c
     cdef double dx, dy, dz, d2, diff, rd = 0.0, nrd, old
-    cdef double off0 = 0.0, off1 = 0.0, off2 = 0.0
+    cdef double off[3]          # per-axis offsets to the planes crossed so far
     cdef double bnd = bound
     cdef const int32_t* want = s.avail
     cdef const double* x
+    off[0] = 0.0
+    off[1] = 0.0
+    off[2] = 0.0
     b.pos = -1
     b.d2 = INFINITY
     b.n_full = 0
     b.overflow = False
-    b.tied = False
     if s.avail[0] == 0:
         return
     while True:
@@ -185,11 +185,11 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
             diff = q[d] - t.split[node]
             near = 2 * node + 1 + (diff > 0.0)
             far = 4 * node + 3 - near
-            old = off0 if d == 0 else (off1 if d == 1 else off2)
+            old = off[d]          # an index, not a branch: d is unpredictable
             nrd = rd - old * old + diff * diff
             if (s.avail[far] > 0 or (count and s.full[far] > 0)) and nrd <= bnd \
                     and nrd <= s.maxr2[far]:
-                push_frame(&stack[top], far, nrd, off0, off1, off2, d, diff)
+                push_frame(&stack[top], far, nrd, off, d, diff)
                 top += 1
             if (s.avail[near] > 0 or (count and s.full[near] > 0)) and rd <= s.maxr2[near]:
                 node = near
@@ -209,11 +209,7 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
                 d2 = dx * dx + dy * dy + dz * dz
                 if d2 <= bnd and s.active[p] and within(s, p, d2, q):
                     if s.ok[p]:
-                        c = -1 if b.pos < 0 else by_distance(t, q, d2, p, b.d2, b.pos)
-                        if c == 0:
-                            b.tied = True
-                        if c < 0 or (c == 0 and tie_less(s, p, b.pos)):
-                            b.tied = b.tied and c == 0
+                        if b.pos < 0 or ahead(s, q, d2, p, b.d2, b.pos):
                             b.d2 = d2
                             b.pos = p
                             bnd = with_slack(d2)
@@ -235,9 +231,9 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
                 break
         node = stack[top].node
         rd = stack[top].rd
-        off0 = stack[top].off[0]
-        off1 = stack[top].off[1]
-        off2 = stack[top].off[2]
+        off[0] = stack[top].off[0]
+        off[1] = stack[top].off[1]
+        off[2] = stack[top].off[2]
 
 
 cdef void best_tied(const State* s, const double* q, double bound, Pick* b) noexcept nogil:
@@ -247,18 +243,21 @@ cdef void best_tied(const State* s, const double* q, double bound, Pick* b) noex
     cdef intp top = 0, node = 0, p, end, near, far
     cdef int32_t d
     cdef double dx, dy, dz, d2, diff, rd = 0.0, nrd, old
-    cdef double off0 = 0.0, off1 = 0.0, off2 = 0.0
+    cdef double off[3]          # per-axis offsets to the planes crossed so far
     cdef const double* x
+    off[0] = 0.0
+    off[1] = 0.0
+    off[2] = 0.0
     while True:
         while node < t.first_leaf:
             d = t.dim[node]
             diff = q[d] - t.split[node]
             near = 2 * node + 1 + (diff > 0.0)
             far = 4 * node + 3 - near
-            old = off0 if d == 0 else (off1 if d == 1 else off2)
+            old = off[d]          # an index, not a branch: d is unpredictable
             nrd = rd - old * old + diff * diff
             if s.avail[far] > 0 and nrd <= bound and nrd <= s.maxr2[far]:
-                push_frame(&stack[top], far, nrd, off0, off1, off2, d, diff)
+                push_frame(&stack[top], far, nrd, off, d, diff)
                 top += 1
             if s.avail[near] > 0 and rd <= s.maxr2[near]:
                 node = near
@@ -286,9 +285,9 @@ cdef void best_tied(const State* s, const double* q, double bound, Pick* b) noex
         top -= 1
         node = stack[top].node
         rd = stack[top].rd
-        off0 = stack[top].off[0]
-        off1 = stack[top].off[1]
-        off2 = stack[top].off[2]
+        off[0] = stack[top].off[0]
+        off[1] = stack[top].off[1]
+        off[2] = stack[top].off[2]
 
 
 cdef intp count_full(const State* s, const double* q, double below, bint first_only) noexcept nogil:
@@ -300,9 +299,12 @@ cdef intp count_full(const State* s, const double* q, double below, bint first_o
     cdef intp top = 0, node = 0, p, end, near, far, count = 0
     cdef int32_t d
     cdef double dx, dy, dz, d2, diff, rd = 0.0, nrd, old
-    cdef double off0 = 0.0, off1 = 0.0, off2 = 0.0
+    cdef double off[3]          # per-axis offsets to the planes crossed so far
     cdef double bound = with_slack(below)
     cdef const double* x
+    off[0] = 0.0
+    off[1] = 0.0
+    off[2] = 0.0
     if s.full[0] == 0:
         return 0
     while True:
@@ -311,10 +313,10 @@ cdef intp count_full(const State* s, const double* q, double below, bint first_o
             diff = q[d] - t.split[node]
             near = 2 * node + 1 + (diff > 0.0)
             far = 4 * node + 3 - near
-            old = off0 if d == 0 else (off1 if d == 1 else off2)
+            old = off[d]          # an index, not a branch: d is unpredictable
             nrd = rd - old * old + diff * diff
             if s.full[far] > 0 and nrd <= bound and nrd <= s.maxr2[far]:
-                push_frame(&stack[top], far, nrd, off0, off1, off2, d, diff)
+                push_frame(&stack[top], far, nrd, off, d, diff)
                 top += 1
             if s.full[near] > 0 and rd <= s.maxr2[near]:
                 node = near
@@ -342,9 +344,9 @@ cdef intp count_full(const State* s, const double* q, double below, bint first_o
         top -= 1
         node = stack[top].node
         rd = stack[top].rd
-        off0 = stack[top].off[0]
-        off1 = stack[top].off[1]
-        off2 = stack[top].off[2]
+        off[0] = stack[top].off[0]
+        off[1] = stack[top].off[1]
+        off[2] = stack[top].off[2]
 
 
 cdef int usable(const State* s, intp p, const double* q, double* d2out) noexcept nogil:
@@ -417,25 +419,10 @@ cdef void dispatch_one(State* s, const double* q, intp chosen, intp bound_to,
         r.n_full = <int32_t>(count_full(s, q, d2, False) if b.overflow else b.n_full)
         r.outcome = O_SPILLOVER if r.n_full > 0 else O_NEAREST
     r.dist_m = chord2_to_m(d2, q, s.t.pts + 3 * r.pos)
-    take_slot(s, r.pos)
-
-
-cdef inline void take_slot(State* s, intp p) noexcept nogil:
-    """Count one more order on leader p (which has room)."""
-    s.load[p] += 1
-    if s.strict and s.load[p] >= s.cap[p]:
-        s.ok[p] = 0
-        counts_add(s, p, -1, 1)
-
-
-cdef struct Scratch:
-    double* v              # unit vector of every row of a block
-    double* vc             # those of the rows searched ahead, packed
-    intp* row              # their rows
-    intp* order            # their Morton order
-    intp* pos              # pick searched ahead (-1: none, search in order)
-    double* dist           # its distance in metres
-    int32_t* n_full        # full leaders nearer than it
+    s.load[r.pos] += 1
+    if s.strict and s.load[r.pos] >= s.cap[r.pos]:
+        s.ok[r.pos] = 0
+        counts_add(s, r.pos, -1, 1)
 
 
 cdef class _DispatchCore:
@@ -589,119 +576,34 @@ cdef class _DispatchCore:
         ``override`` is set, else the binding it saw.  So the batch equals one
         ``assign`` after another with bindings written as they go.
         """
-        cdef intp n = lat.shape[0], lo
-        cdef intp blk = n if n < QUERY_BLOCK else QUERY_BLOCK
+        cdef intp i, n = lat.shape[0], c, b, j
+        cdef double q[3]
+        cdef Result r
         cdef intp[::1] left = np.empty(n, dtype=np.intp)   # binding after each row
-        cdef Scratch w
-        w.v = <double*>malloc(3 * blk * sizeof(double) + 1)
-        w.vc = <double*>malloc(3 * blk * sizeof(double) + 1)
-        w.row = <intp*>malloc(blk * sizeof(intp) + 1)
-        w.order = <intp*>malloc(blk * sizeof(intp) + 1)
-        w.pos = <intp*>malloc(blk * sizeof(intp) + 1)
-        w.dist = <double*>malloc(blk * sizeof(double) + 1)
-        w.n_full = <int32_t*>malloc(blk * sizeof(int32_t) + 1)
-        cdef int rc = 0
-        try:
-            if (w.v == NULL or w.vc == NULL or w.row == NULL or w.order == NULL
-                    or w.pos == NULL or w.dist == NULL or w.n_full == NULL):
-                raise MemoryError()
-            with nogil:
-                lo = 0
-                while lo < n and rc == 0:
-                    rc = self._assign_block(lat, lon, chosen, bound_to, prev_same, override,
-                                            skip, leader, dist, outcome, refusal, n_full,
-                                            left, &w, lo, min(lo + blk, n))
-                    lo += blk
-            if rc != 0:
-                raise MemoryError()
-        finally:
-            free(w.v); free(w.vc); free(w.row); free(w.order); free(w.pos); free(w.dist)
-            free(w.n_full)
-
-    cdef int _assign_block(self, const double[::1] lat, const double[::1] lon,
-                           const intp[::1] chosen, const intp[::1] bound_to,
-                           const intp[::1] prev_same, bint override,
-                           const uint8_t[::1] skip, intp[::1] leader, double[::1] dist,
-                           int8_t[::1] outcome, int8_t[::1] refusal, int32_t[::1] n_full,
-                           intp[::1] left, Scratch* w, intp lo, intp hi) noexcept nogil:
-        """Rows lo:hi of ``assign_many``, in two passes.
-
-        Pass 1 finds, in Morton order (so the tree walks stay in cache and the
-        branches predictable), the pick of every plain order -- no choice, no
-        binding -- under the state at the start of the block.  Loads only grow
-        inside a batch, so the leaders with room at any later row are a subset
-        of those at the start: a pick that still has room when its row comes
-        up is still the answer, and the full leaders nearer than it are the
-        same.  Pass 2 walks the rows in input order, takes those picks, and
-        runs the exact search only for the rest (a pick that filled up, a tie
-        the loads could reorder, chosen and bound leaders).  Returns -1 when
-        memory runs out.
-        """
-        cdef intp m = hi - lo, r, i, j, k, c, b, p, cnt = 0
-        cdef double lim = with_slack(self.s.g2) if self.s.g2 < 4.0 else INFINITY
-        cdef double* q
-        cdef Pick pk
-        cdef Result res
-        cdef State* s = &self.s
-        cdef bint two_pass = m >= MORTON_MIN and s.tie_tol == 0.0 and s.t.n > 0
-        for r in range(m):
-            i = lo + r
-            w.pos[r] = -1
-            if skip[i]:
-                continue
-            q = w.v + 3 * r
-            tree_vector(s.t, lat[i], lon[i], q)
-            if (two_pass and chosen[i] == NO_LEADER and bound_to[i] == NO_LEADER
-                    and prev_same[i] < 0):
-                w.row[cnt] = r
-                w.vc[3 * cnt] = q[0]
-                w.vc[3 * cnt + 1] = q[1]
-                w.vc[3 * cnt + 2] = q[2]
-                cnt += 1
-        if cnt > 0:
-            if morton_order(w.vc, cnt, w.order) != 0:
-                return -1
-            for k in range(cnt):
-                r = w.row[w.order[k]]
-                q = w.v + 3 * r
-                nearest_ok(s, q, lim, &pk, True)
-                if pk.pos >= 0 and not pk.tied and not pk.overflow:
-                    w.pos[r] = pk.pos
-                    w.dist[r] = chord2_to_m(pk.d2, q, s.t.pts + 3 * pk.pos)
-                    w.n_full[r] = <int32_t>pk.n_full
-        for r in range(m):
-            i = lo + r
-            j = prev_same[i]
-            b = left[j] if j >= 0 else bound_to[i]
-            left[i] = b
-            if skip[i]:
-                leader[i] = -1
-                dist[i] = INFINITY
-                outcome[i] = O_INVALID
-                refusal[i] = R_NONE
-                n_full[i] = 0
-                continue
-            p = w.pos[r]
-            if p >= 0 and s.ok[p]:
-                take_slot(s, p)
-                leader[i] = self.tree.perm_v[p]
-                dist[i] = w.dist[r]
-                n_full[i] = w.n_full[r]
-                outcome[i] = O_SPILLOVER if w.n_full[r] > 0 else O_NEAREST
-                refusal[i] = R_NONE
-            else:
+        with nogil:
+            for i in range(n):
+                j = prev_same[i]
+                b = left[j] if j >= 0 else bound_to[i]
+                left[i] = b
+                if skip[i]:
+                    leader[i] = -1
+                    dist[i] = INFINITY
+                    outcome[i] = O_INVALID
+                    refusal[i] = R_NONE
+                    n_full[i] = 0
+                    continue
                 c = chosen[i]
                 if c >= 0:
                     c = self.inv[c]
-                dispatch_one(s, w.v + 3 * r, c, self.inv[b] if b >= 0 else b, &res)
-                leader[i] = self.tree.perm_v[res.pos] if res.pos >= 0 else -1
-                dist[i] = res.dist_m
-                outcome[i] = res.outcome
-                refusal[i] = res.refusal
-                n_full[i] = res.n_full
-            if leader[i] >= 0 and (override or b == NO_LEADER):
-                left[i] = leader[i]
-        return 0
+                tree_vector(self.s.t, lat[i], lon[i], q)
+                dispatch_one(&self.s, q, c, self.inv[b] if b >= 0 else b, &r)
+                leader[i] = self.tree.perm_v[r.pos] if r.pos >= 0 else -1
+                dist[i] = r.dist_m
+                outcome[i] = r.outcome
+                refusal[i] = r.refusal
+                n_full[i] = r.n_full
+                if leader[i] >= 0 and (override or b == NO_LEADER):
+                    left[i] = leader[i]
 
     def release(self, intp i):
         """Free one slot of leader i (original index)."""

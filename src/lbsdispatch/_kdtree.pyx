@@ -244,15 +244,15 @@ cdef struct Frame:
     double off[3]          # per-axis offsets to the splitting planes crossed
 
 
-cdef inline void push_frame(Frame* f, intp node, double rd, double off0, double off1,
-                            double off2, int32_t d, double diff) noexcept nogil:
+cdef inline void push_frame(Frame* f, intp node, double rd, const double* off, int32_t d,
+                            double diff) noexcept nogil:
     """Fill a stack frame: the far child, its lower bound, and the plane offsets
     with axis d's replaced by the one just crossed (shared by every walk)."""
     f.node = node
     f.rd = rd
-    f.off[0] = off0
-    f.off[1] = off1
-    f.off[2] = off2
+    f.off[0] = off[0]
+    f.off[1] = off[1]
+    f.off[2] = off[2]
     f.off[d] = diff
 
 
@@ -267,18 +267,22 @@ cdef void nn1(const Tree* t, const double* q, Best1* b) noexcept nogil:
     cdef intp top = 0, node = 0, p, end, near
     cdef int32_t d
     cdef double dx, dy, dz, d2, diff, rd = 0.0, nrd
-    cdef double off0 = 0.0, off1 = 0.0, off2 = 0.0, old
+    cdef double old
+    cdef double off[3]          # per-axis offsets to the planes crossed so far
     cdef const double* x
+    off[0] = 0.0
+    off[1] = 0.0
+    off[2] = 0.0
     while True:
         while node < t.first_leaf:
             d = t.dim[node]
             diff = q[d] - t.split[node]
             near = 2 * node + 1 + (diff > 0.0)
-            old = off0 if d == 0 else (off1 if d == 1 else off2)
+            old = off[d]          # an index, not a branch: d is unpredictable
             nrd = rd - old * old + diff * diff
             if nrd <= b.bound:
                 # 4 * node + 3 - near is the sibling of near
-                push_frame(&stack[top], 4 * node + 3 - near, nrd, off0, off1, off2, d, diff)
+                push_frame(&stack[top], 4 * node + 3 - near, nrd, off, d, diff)
                 top += 1
             node = near
         p = t.start[node]
@@ -305,9 +309,9 @@ cdef void nn1(const Tree* t, const double* q, Best1* b) noexcept nogil:
                 break
         node = stack[top].node
         rd = stack[top].rd
-        off0 = stack[top].off[0]
-        off1 = stack[top].off[1]
-        off2 = stack[top].off[2]
+        off[0] = stack[top].off[0]
+        off[1] = stack[top].off[1]
+        off[2] = stack[top].off[2]
 
 
 cdef struct KBest:
@@ -351,17 +355,21 @@ cdef void knn(const Tree* t, const double* q, KBest* h) noexcept nogil:
     cdef intp top = 0, node = 0, p, end, near
     cdef int32_t d
     cdef double dx, dy, dz, d2, diff, rd = 0.0, nrd
-    cdef double off0 = 0.0, off1 = 0.0, off2 = 0.0, old
+    cdef double old
+    cdef double off[3]          # per-axis offsets to the planes crossed so far
     cdef const double* x
+    off[0] = 0.0
+    off[1] = 0.0
+    off[2] = 0.0
     while True:
         while node < t.first_leaf:
             d = t.dim[node]
             diff = q[d] - t.split[node]
             near = 2 * node + 1 + (diff > 0.0)
-            old = off0 if d == 0 else (off1 if d == 1 else off2)
+            old = off[d]          # an index, not a branch: d is unpredictable
             nrd = rd - old * old + diff * diff
             if nrd <= h.bound:
-                push_frame(&stack[top], 4 * node + 3 - near, nrd, off0, off1, off2, d, diff)
+                push_frame(&stack[top], 4 * node + 3 - near, nrd, off, d, diff)
                 top += 1
             node = near
         p = t.start[node]
@@ -384,9 +392,9 @@ cdef void knn(const Tree* t, const double* q, KBest* h) noexcept nogil:
                 break
         node = stack[top].node
         rd = stack[top].rd
-        off0 = stack[top].off[0]
-        off1 = stack[top].off[1]
-        off2 = stack[top].off[2]
+        off[0] = stack[top].off[0]
+        off[1] = stack[top].off[1]
+        off[2] = stack[top].off[2]
 
 
 # ---- query order -------------------------------------------------------------
