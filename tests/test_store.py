@@ -1,0 +1,363 @@
+"""The SQLite store (issue 4): round trips, idempotent re-runs, crash safety.
+
+* Hypothesis: a session of random calls (assign, assign_batch with identifiers,
+  release, set_active, set_capacity, add_leaders, move_leader,
+  reassign_orders_of, bind, re-runs of earlier batches) against a store; then
+  ``Dispatcher.open`` equals the live dispatcher (``to_dict``), and opening
+  half way and continuing equals never having stopped (an in-memory twin).
+* Re-running batches: no order assigned twice, no load counted twice, nothing
+  written.
+* Crash: a child process killed with SIGKILL in the middle of a long run of
+  ``assign_batch`` calls leaves a store whose loads equal its committed
+  assignments; re-running every chunk completes the event with each order
+  assigned once, in the same state as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from lbsdispatch import Dispatcher, Outcome
+from lbsdispatch.identity import IdentityGraph
+
+from test_identity import PHONES, SPELLINGS
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+LAT = [31.0 + 0.001 * k for k in range(6)]
+LON = [121.0] * 6
+
+
+def leaders(**kw):
+    return dict(dict(leader_ids=[10, 11, 12, 13, 14, 15], lat=LAT, lon=LON,
+                     capacity=[3, 5, 2, 8, 1, 4]), **kw)
+
+
+def make(store=None, **kw):
+    a = leaders(**kw)
+    return Dispatcher(a.pop("leader_ids"), a.pop("lat"), a.pop("lon"), store=store,
+                      clock=lambda: 0.0, **a)
+
+
+def committed(path):
+    """(loads column, live assignments per leader position) read from the file."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        loads = [r for (r,) in con.execute("SELECT load FROM leaders ORDER BY pos")]
+        count = [0] * len(loads)
+        for pos, c in con.execute("SELECT leader, count(*) FROM orders WHERE state=1 "
+                                  "GROUP BY leader"):
+            count[pos] = c
+        return loads, count
+    finally:
+        con.close()
+
+
+# -- a random session ---------------------------------------------------------------------
+def _ident(rnd):
+    ident = {}
+    if rnd.random() < 0.5:
+        ident["unionid"] = f"u{rnd.randrange(5)}"
+    if rnd.random() < 0.5:
+        ident["phone"] = rnd.choice(SPELLINGS)(rnd.choice(PHONES))
+    if rnd.random() < 0.3:
+        ident["openid:wx1"] = f"a{rnd.randrange(4)}"
+    return ident or None
+
+
+def session_ops(seed, n_ops):
+    """A reproducible list of calls (name, args) from a seed."""
+    rnd = random.Random(seed)
+    ops, oid, batches, added = [], 0, [], 0
+    for _ in range(n_ops):
+        u = rnd.random()
+        if u < 0.15:
+            ops.append(("assign", dict(lat=31.0 + rnd.random() * 0.006, lon=121.0, order_id=oid,
+                                       identifiers=_ident(rnd), now=len(ops) * 3600.0)))
+            oid += 1
+        elif u < 0.45:
+            m = rnd.randint(0, 12)
+            ids = list(range(oid, oid + m))
+            oid += m
+            kw = dict(lat=[31.0 + rnd.random() * 0.006 for _ in ids], lon=[121.0] * m,
+                      order_ids=ids, identifiers=[_ident(rnd) for _ in ids],
+                      chosen_leaders=[rnd.choice([None, None, 12, 99]) for _ in ids])
+            if m and rnd.random() < 0.2:
+                kw["lat"][0] = math.nan
+            batches.append(kw)
+            ops.append(("assign_batch", dict(kw, now=len(ops) * 3600.0)))
+        elif u < 0.52 and batches:
+            # a re-run of an earlier batch (idempotent)
+            ops.append(("assign_batch", dict(rnd.choice(batches), now=len(ops) * 3600.0)))
+        elif u < 0.62:
+            ops.append(("release", dict(order_id=rnd.randrange(max(oid, 1)))))
+        elif u < 0.70:
+            ops.append(("set_active", dict(leader_id=rnd.choice([10, 11, 12, 13]),
+                                           active=rnd.random() < 0.6)))
+        elif u < 0.76:
+            ops.append(("set_capacity", dict(leader_id=rnd.choice([10, 12, 14]),
+                                             capacity=rnd.randint(0, 6))))
+        elif u < 0.80 and added < 2:
+            ops.append(("add_leaders", dict(leader_ids=[20 + added], lat=[31.0 + 0.0005 * added],
+                                            lon=[121.0005], capacity=[2])))
+            added += 1
+        elif u < 0.84:
+            ops.append(("move_leader", dict(leader_id=rnd.choice([11, 13]),
+                                            lat=31.0 + rnd.random() * 0.006, lon=121.0)))
+        elif u < 0.90:
+            ops.append(("reassign_orders_of", dict(leader_id=rnd.choice([10, 11, 12]))))
+        else:
+            ops.append(("bind", dict(customer_id=rnd.randrange(6), leader_id=rnd.choice([10, 15]),
+                                     now=len(ops) * 3600.0)))
+    return ops
+
+
+def apply(d, ops):
+    out = []
+    for name, kw in ops:
+        if name == "release":
+            try:
+                out.append(d.release(**kw))
+            except KeyError:
+                out.append("not assigned")
+        elif name == "assign_batch":
+            res = d.assign_batch(**kw)
+            out.append([tuple(res[i]) for i in range(len(res))])
+        else:
+            r = getattr(d, name)(**kw)
+            out.append(None if r is None else
+                       (tuple(r) if not hasattr(r, "counts")
+                        else [tuple(r[i]) for i in range(len(r))]))
+    return out
+
+
+@settings(deadline=None, max_examples=12)
+@given(seed=st.integers(0, 2**32 - 1), n_ops=st.integers(1, 40), cut=st.floats(0, 1))
+def test_open_equals_live_and_continuing_equals_never_stopping(seed, n_ops, cut):
+    ops = session_ops(seed, n_ops)
+    k = int(cut * len(ops))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "event.sqlite")
+        live = make(store=path, radius_m=[math.inf, 900.0, math.inf, 5000.0, math.inf, 300.0],
+                    priority=[0, 1, 0, 2, 0, 0])
+        twin = make(radius_m=[math.inf, 900.0, math.inf, 5000.0, math.inf, 300.0],
+                    priority=[0, 1, 0, 2, 0, 0])
+        first = apply(live, ops[:k])
+        assert apply(twin, ops[:k]) == first
+        opened = Dispatcher.open(path, clock=lambda: 0.0)
+        assert opened.to_dict() == live.to_dict()
+        loads, count = committed(path)
+        assert loads == count == live.loads().tolist()
+        live.close()
+        # continue on the reopened event: as if it had never stopped
+        assert apply(opened, ops[k:]) == apply(twin, ops[k:])
+        assert opened.to_dict() == twin.to_dict()
+        again = Dispatcher.open(path, clock=lambda: 0.0)
+        assert again.to_dict() == twin.to_dict()
+        opened.close()
+        again.close()
+
+
+def test_session_exercises_every_call():
+    """The generated sessions reach every kind of call, merges and repeats."""
+    names = set()
+    for seed in range(12):
+        names.update(n for n, _ in session_ops(seed, 40))
+    assert names == {"assign", "assign_batch", "release", "set_active", "set_capacity",
+                     "add_leaders", "move_leader", "reassign_orders_of", "bind"}
+    d = make()
+    apply(d, session_ops(3, 40))
+    assert any(r.action == "merge" for r in d.identity.audit)
+    assert any(r.action == "conflict" for r in d.identity.audit)
+
+
+# -- re-runs --------------------------------------------------------------------------------
+@pytest.mark.parametrize("store", [None, ":memory:", "file"])
+def test_rerunning_a_batch_assigns_nothing_twice(store, tmp_path):
+    path = str(tmp_path / "e.sqlite") if store == "file" else store
+    d = make(store=path)
+    rnd = random.Random(1)
+    ids = list(range(30))
+    kw = dict(order_ids=ids, identifiers=[_ident(rnd) for _ in ids])
+    lat = [31.0 + rnd.random() * 0.005 for _ in ids]
+    first = d.assign_batch(lat, [121.0] * 30, **kw)
+    assert first.counts()[Outcome.ALL_FULL] == 30 - 23          # 23 slots in all
+    loads = d.loads().tolist()
+    d.set_capacity(14, 3)         # room again: only the unassigned orders may take it
+    second = d.assign_batch(lat, [121.0] * 30, **kw)
+    ok = first.leader_index >= 0
+    assert second.repeat.tolist() == ok.tolist()
+    assert second.leader_id[ok].tolist() == first.leader_id[ok].tolist()
+    assert (second.outcome[~ok] != Outcome.ALL_FULL).sum() == 2
+    assert d.loads().tolist() == [a + (2 if k == 4 else 0) for k, a in enumerate(loads)]
+    # a re-run of assigned orders only changes nothing at all (no identity is
+    # resolved again, no binding refreshed)
+    state = d.to_dict()
+    live = np.flatnonzero(second.leader_index >= 0)
+    third = d.assign_batch([lat[i] for i in live], [121.0] * len(live),
+                           order_ids=[ids[i] for i in live],
+                           identifiers=[kw["identifiers"][i] for i in live], now=1e6)
+    assert third.repeat.all() and len(third) == 25 and d.loads().sum() == 25
+    assert d.to_dict() == state
+    if store == "file":
+        assert committed(path)[0] == committed(path)[1] == d.loads().tolist()
+        con = sqlite3.connect(path)
+        assert con.execute("SELECT count(*) FROM orders").fetchone()[0] == 30
+        assert con.execute("SELECT count(*) FROM orders WHERE state=1").fetchone()[0] == 25
+        con.close()
+
+
+def test_every_order_that_went_in_is_on_record(tmp_path):
+    path = tmp_path / "e.sqlite"
+    d = make(store=path, capacity=0)
+    d.assign_batch([31.0, math.nan, 31.0], [121.0] * 3, order_ids=["a", "b", "a"])
+    d.assign(95.0, 0.0, order_id="c")
+    con = sqlite3.connect(path)
+    rows = dict(con.execute("SELECT order_id, outcome FROM orders"))
+    con.close()
+    # the duplicate row of "a" is reported INVALID in the result, not stored twice
+    assert rows == {"a": Outcome.ALL_FULL, "b": Outcome.INVALID, "c": Outcome.INVALID}
+
+
+# -- errors --------------------------------------------------------------------------------
+def test_store_refuses_a_file_that_holds_an_event(tmp_path):
+    path = tmp_path / "e.sqlite"
+    make(store=path).close()
+    with pytest.raises(ValueError, match=r"already holds an event; use Dispatcher\.open"):
+        make(store=path)
+    with pytest.raises(ValueError, match="no such file"):
+        Dispatcher.open(tmp_path / "missing.sqlite")
+    assert not (tmp_path / "missing.sqlite").exists()
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE t (x)")
+    con.close()
+    with pytest.raises(ValueError, match="holds no lbsdispatch event"):
+        Dispatcher.open(other)
+    with pytest.raises(ValueError, match="other tables"):
+        make(store=other)
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(ValueError, match="not a usable SQLite file"):
+        Dispatcher.open(junk)
+
+
+def test_open_refuses_loads_that_disagree_with_the_orders(tmp_path):
+    path = tmp_path / "e.sqlite"
+    d = make(store=path)
+    d.assign_batch([31.0] * 3, [121.0] * 3, order_ids=[1, 2, 3])
+    d.close()
+    con = sqlite3.connect(path)
+    con.execute("UPDATE leaders SET load = load + 1 WHERE pos = 0")
+    con.commit()
+    con.close()
+    with pytest.raises(ValueError, match=r"leader 10 has load 4 but 3 assigned orders"):
+        Dispatcher.open(path)
+
+
+def test_custom_identifier_kinds_survive_a_reopen(tmp_path):
+    path = tmp_path / "e.sqlite"
+    g = IdentityGraph()
+    g.register_kind("douyin", normalise=str.lower, limit=1, priority=35)
+    a = leaders()
+    d = Dispatcher(a.pop("leader_ids"), a.pop("lat"), a.pop("lon"), identity=g, store=path, **a)
+    assert d.assign(31.0, 121.0, identifiers={"douyin": "ABC"}).customer_id == 0
+    with pytest.raises(ValueError, match="needs its normaliser"):
+        Dispatcher.open(path)
+    e = Dispatcher.open(path, normalisers={"douyin": str.lower})
+    assert e.assign(31.0, 121.0, identifiers={"douyin": "abc"}).customer_id == 0
+    assert e.to_dict()["identity"] == d.to_dict()["identity"] | {
+        "audit": e.identity.to_dict()["audit"]}
+
+
+# -- crash safety -------------------------------------------------------------------------------
+CHILD = r"""
+import sys
+import numpy as np
+from lbsdispatch import Dispatcher, synth
+path, chunks, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ev = synth.city_event(n_leaders=200, n_orders=chunks * size, seed=7, capacity_ratio=0.9)
+idents = {"unionid": [f"u{c}" for c in ev.customer_ids.tolist()],
+          "phone": [f"138{c % 50000:08d}" if c % 3 else None for c in ev.customer_ids.tolist()]}
+try:
+    d = Dispatcher.open(path)
+except ValueError:
+    d = Dispatcher(ev.leader_ids, ev.leader_lat, ev.leader_lon, capacity=ev.capacity,
+                   store=path, clock=lambda: 0.0)
+for k in range(chunks):
+    s = slice(k * size, (k + 1) * size)
+    d.assign_batch(ev.order_lat[s], ev.order_lon[s], order_ids=ev.order_ids[s],
+                   identifiers={kind: col[s] for kind, col in idents.items()}, now=60.0 * k)
+    print(k, flush=True)
+"""
+
+
+def run_child(path, chunks, size, kill_after=None):
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(chunks), str(size)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    if kill_after is None:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        return out.split()
+    # wait until the file shows committed orders, then kill the child in the middle
+    # of a later batch (reading the file read-only, as another process would)
+    deadline = time.monotonic() + 60
+    seen = 0
+    while time.monotonic() < deadline and p.poll() is None:
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.1)
+            seen = con.execute("SELECT count(*) FROM orders").fetchone()[0]
+            con.close()
+        except sqlite3.Error:
+            seen = 0                # not created yet
+        if seen >= kill_after:
+            break
+        time.sleep(0.002)
+    os.kill(p.pid, signal.SIGKILL)
+    p.communicate(timeout=30)
+    assert p.returncode == -signal.SIGKILL
+    return seen
+
+
+def test_killed_mid_batch_reopens_consistent_and_reruns_to_the_same_end(tmp_path):
+    chunks, size = 40, 1000
+    path = tmp_path / "event.sqlite"
+    seen = run_child(path, chunks, size, kill_after=3 * size)
+    assert seen >= 3 * size
+    loads, count = committed(path)
+    assert loads == count
+    d = Dispatcher.open(path)
+    n_before = int(d.loads().sum())
+    assert d.loads().tolist() == count
+    n_rows = sqlite3.connect(path).execute("SELECT count(*) FROM orders").fetchone()[0]
+    assert n_rows % size == 0 and n_rows < chunks * size, "killed after the end: no crash test"
+    d.close()
+    # re-run every chunk: the committed ones are repeats, the rest is dispatched
+    assert run_child(path, chunks, size) == [str(k) for k in range(chunks)]
+    loads, count = committed(path)
+    assert loads == count
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT count(*), count(DISTINCT order_id) FROM orders").fetchone() \
+        == (chunks * size, chunks * size)
+    con.close()
+    done = Dispatcher.open(path)
+    assert int(done.loads().sum()) >= n_before
+    # the same event run without interruption (in memory) ends in the same state
+    path2 = tmp_path / "straight.sqlite"
+    run_child(path2, chunks, size)
+    straight = Dispatcher.open(path2)
+    assert done.to_dict() == straight.to_dict()
+    done.close()
+    straight.close()
