@@ -823,3 +823,60 @@ def test_index_does_not_share_the_callers_buffer():
     np.testing.assert_array_equal(ix.lat, [10.0, 20.0, 30.0])
     assert ix.query(20.0, 0.0) == before
     assert pickle.loads(pickle.dumps(ix)).query(20.0, 0.0) == before
+
+
+# -- coordinate systems (crs=) ----------------------------------------------------------------
+@pytest.mark.parametrize("crs", ["gcj02", "BD-09", "EPSG:4547"])
+def test_index_in_another_crs_equals_converting_first(crs):
+    """An index built and queried in GCJ-02 / BD-09 / a Gauss-Kruger grid answers exactly
+    what a WGS-84 index answers for the same points converted first."""
+    from lbsdispatch.geo import transform
+    rng = np.random.default_rng(7)
+    lat = 30.2 + 0.2 * rng.random(300)
+    lon = 120.0 + 0.3 * rng.random(300)
+    qlat = 30.2 + 0.2 * rng.random(500)
+    qlon = 120.0 + 0.3 * rng.random(500)
+    plain = LeaderIndex(lat, lon)
+    a, b = transform(lat, lon, "wgs84", crs)
+    qa, qb = transform(qlat, qlon, "wgs84", crs)
+    index = LeaderIndex(a, b, crs=crs)
+    # the leaders went through a round trip: equal to well below a millimetre
+    assert np.abs(index.lat - lat).max() < 1e-8 and np.abs(index.lon - lon).max() < 1e-8
+    d0, i0 = plain.query(qlat, qlon, k=3)
+    d1, i1 = index.query(qa, qb, k=3)
+    assert np.array_equal(i0, i1)
+    assert np.allclose(d0, d1, atol=1e-3, rtol=0)
+    s0 = plain.query(float(qlat[0]), float(qlon[0]))
+    s1 = index.query(float(qa[0]), float(qb[0]))
+    assert s0[1] == s1[1] and abs(s0[0] - s1[0]) < 1e-3
+    r0 = plain.query_radius(qlat[:20], qlon[:20], 3000.0)
+    r1 = index.query_radius(qa[:20], qb[:20], 3000.0)
+    assert all(np.array_equal(x, y) for x, y in zip(r0[1], r1[1]))
+
+
+def test_index_crs_pickles_and_compares():
+    from lbsdispatch.geo import transform
+    lat, lon = transform([30.27, 30.28], [120.15, 120.16], "wgs84", "gcj02")
+    index = LeaderIndex(lat, lon, crs="gcj02", ids=["a", "b"])
+    back = pickle.loads(pickle.dumps(index))
+    assert back == index and back.crs == "gcj02"
+    assert back.query(30.279, 120.164) == index.query(30.279, 120.164)
+    assert index != LeaderIndex(index.lat, index.lon, ids=["a", "b"])   # same points, WGS-84
+    assert "crs='gcj02'" in repr(index)
+
+
+def test_wgs84_index_keeps_the_compiled_query():
+    """The online path stays the compiled method: no Python wrapper per call."""
+    index = LeaderIndex([30.0], [120.0])
+    assert index.crs == "wgs84" and "query" not in vars(index)
+
+
+@pytest.mark.parametrize("crs", ["mars", "EPSG:999999", 4326, None])
+def test_unknown_crs_is_named(crs):
+    with pytest.raises(ValueError, match="crs"):
+        LeaderIndex([30.0], [120.0], crs=crs)
+
+
+def test_crs_checks_coordinates_with_their_names():
+    with pytest.raises(ValueError, match=r"lat\[1\]"):
+        LeaderIndex([30.0, 95.0], [120.0, 120.0], crs="gcj02")

@@ -42,7 +42,6 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ._kdtree import EARTH_RADIUS_M, _as_coords, _as_points, check_coordinates
-from .index import LeaderIndex
 
 __all__ = ["CHINA_BOX", "OffsetCheck", "detect_offset", "transform"]
 
@@ -597,6 +596,8 @@ def detect_offset(order_lat: ArrayLike, order_lon: ArrayLike, leader_lat: ArrayL
         take = np.sort(np.random.default_rng(seed).choice(n, int(max_orders), replace=False))
         o_lat = o_lat[take]
         o_lon = o_lon[take]
+
+    from .index import LeaderIndex   # index.py imports this module for crs=
 
     index = LeaderIndex(l_lat, l_lon)
     d0, i0 = index.query(o_lat, o_lon)

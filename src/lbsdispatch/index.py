@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._kdtree import _as_points, _check_workers, _LeaderTree, _run_chunks
+from .crs import _resolve, transform
 
 __all__ = ["LeaderIndex"]
 
@@ -21,6 +22,11 @@ class LeaderIndex(_LeaderTree):
         positions ``0 .. n_leaders - 1``.
     leafsize : int, default 16
         Most leaders in one leaf of the tree.
+    crs : str, default "wgs84"
+        Coordinate system of the leaders and of every query point:
+        ``"wgs84"``, ``"gcj02"``, ``"bd09"`` or ``"EPSG:<code>"`` (see
+        :func:`lbsdispatch.geo.transform`).  Points are converted to WGS-84 on
+        the way in; ``lat``/``lon`` keep the converted values.
 
     Notes
     -----
@@ -41,7 +47,29 @@ class LeaderIndex(_LeaderTree):
     """
 
     # ``query`` is inherited from the compiled base class so that a scalar
-    # call (the online path) never runs Python code of ours.
+    # call (the online path) never runs Python code of ours.  Only an index in
+    # another coordinate system shadows it, per instance, with a converting one.
+
+    def __init__(self, lat, lon, ids=None, leafsize=16, crs="wgs84"):
+        system = _resolve(crs, "crs").key
+        if system != "wgs84":
+            lat, lon = transform(lat, lon, system, "wgs84")
+        super().__init__(lat, lon, ids, leafsize)
+        self._set_crs(system)
+
+    def _set_crs(self, system):
+        self.crs = system
+        if system != "wgs84":
+            self.query = self._query_converted
+
+    def _to_wgs84(self, lat, lon):
+        return transform(lat, lon, self.crs, "wgs84")
+
+    def _query_converted(self, lat, lon, k=1, max_distance_m=None, workers=1):
+        """``query`` for points in the index's own coordinate system."""
+        lat, lon = self._to_wgs84(lat, lon)
+        return _LeaderTree.query(self, lat, lon, k=k, max_distance_m=max_distance_m,
+                                 workers=workers)
 
     def query_radius(self, lat, lon, r_m, workers=1):
         """Find all leaders within ``r_m`` metres of each point.
@@ -62,6 +90,8 @@ class LeaderIndex(_LeaderTree):
             For an array of points, two object arrays of length n holding such
             arrays, one pair per point.
         """
+        if self.crs != "wgs84":
+            lat, lon = self._to_wgs84(lat, lon)
         lat_a, lon_a, scalar = _as_points(lat, lon)
         n = lat_a.shape[0]
         try:
@@ -94,7 +124,7 @@ class LeaderIndex(_LeaderTree):
     def __eq__(self, other):
         if not isinstance(other, LeaderIndex):
             return NotImplemented
-        return (self.leafsize == other.leafsize
+        return (self.leafsize == other.leafsize and self.crs == other.crs
                 and np.array_equal(self.lat, other.lat)
                 and np.array_equal(self.lon, other.lon)
                 and self.ids.dtype == other.ids.dtype
@@ -102,5 +132,17 @@ class LeaderIndex(_LeaderTree):
 
     __hash__ = None
 
+    def __reduce__(self):
+        # lat/lon hold WGS-84 already: rebuild without converting them again
+        return (_rebuild, (type(self), self.lat, self.lon, self.ids, self.leafsize, self.crs))
+
     def __repr__(self):
-        return f"LeaderIndex(n_leaders={self.n_leaders}, leafsize={self.leafsize})"
+        crs = "" if self.crs == "wgs84" else f", crs={self.crs!r}"
+        return f"LeaderIndex(n_leaders={self.n_leaders}, leafsize={self.leafsize}{crs})"
+
+
+def _rebuild(cls, lat, lon, ids, leafsize, crs):
+    """Unpickle an index from its WGS-84 coordinates and its coordinate system."""
+    index = cls(lat, lon, ids=ids, leafsize=leafsize)
+    index._set_crs(crs)
+    return index
