@@ -849,3 +849,43 @@ def test_bindings_round_trip():
         Bindings.from_dict({"format": "other"})
     with pytest.raises(ValueError):
         Bindings().record(1, None, T0)
+
+
+# ---------------------------------------------------------------------------
+# resolve_columns: the batch path (one column per kind) equals resolve per order
+# ---------------------------------------------------------------------------
+
+column_value = st.one_of(st.none(), st.just(float("nan")), st.just(13800138000), placeholders,
+                         st.sampled_from(["000", " 0000 ", "NULL", "+1 202 555 0100"]),
+                         st.just("12345"), phones, st.sampled_from(["u0", "u1", " u2 ", "a1"]))
+
+
+@settings(deadline=None)
+@given(rows=st.lists(st.tuples(column_value, column_value, column_value, column_value),
+                     max_size=25),
+       kinds=st.permutations(["unionid", "phone", "openid:wx1", "live_viewer"]),
+       warm=order_lists)
+def test_resolve_columns_equals_resolve_per_order(rows, kinds, warm):
+    a, b = IdentityGraph(), IdentityGraph()
+    for g in (a, b):
+        for o in warm:                      # a graph that already holds customers
+            g.resolve(o)
+    cols = [[r[j] for r in rows] for j in range(4)]
+    seen = []
+    got = a.resolve_columns(list(kinds), cols, range(len(rows)), seen.append)
+    want = {}
+    for i, r in enumerate(rows):
+        order = dict(zip(kinds, r))
+        items, blocked = b._prepare(order)
+        if items or blocked:                # an order with only absent values: no customer
+            want[i] = b.resolve(order)
+    assert got == want
+    assert seen == sorted(want)
+    assert a.to_dict() == b.to_dict()
+
+
+def test_resolve_columns_rejects_unknown_kinds_before_anything():
+    g = IdentityGraph()
+    with pytest.raises(ValueError, match="unknown identifier kind 'wechat'"):
+        g.resolve_columns(["unionid", "wechat"], [["u1"], ["w"]], [0])
+    assert len(g) == 0 and g.audit == []

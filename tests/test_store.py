@@ -332,7 +332,7 @@ def run_child(path, chunks, size, kill_after=None):
 
 
 def test_killed_mid_batch_reopens_consistent_and_reruns_to_the_same_end(tmp_path):
-    chunks, size = 40, 1000
+    chunks, size = 40, 500
     path = tmp_path / "event.sqlite"
     seen = run_child(path, chunks, size, kill_after=3 * size)
     assert seen >= 3 * size

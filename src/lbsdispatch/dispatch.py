@@ -660,8 +660,12 @@ class Dispatcher:
         """Customer id of one order's identifiers (None when it names none)."""
         if not identifiers:
             return None
+        g = self.identity
+        items, blocked = g._prepare(identifiers)
+        if not items and not blocked:
+            return None                 # nothing but absent values: no customer
         self._now = t
-        return self.identity.resolve(identifiers)
+        return g._resolve_items(items, blocked)
 
     def _resolve_batch(self, identifiers, n, rows, t):
         """Resolve the identifiers of ``rows`` (in order); returns (int64 customer
@@ -690,22 +694,25 @@ class Dispatcher:
                             except (ValueError, TypeError) as e:
                                 raise ValueError(f"identifiers[{i}]: {e}") from None
                             seen.add(k)
-        resolve = g.resolve
         self._now = t
         self._merge_sink = merges
         try:
             if cols is not None:
-                for i in rows.tolist():
+                def before_row(i):
                     self._row = i
-                    ident = {k: c[i] for k, c in zip(kinds, cols)}
-                    if any(v is not None for v in ident.values()):
-                        out[i] = resolve(ident)
+                got = g.resolve_columns(kinds, cols, rows.tolist(), before_row)
+                if got:
+                    out[np.fromiter(got.keys(), np.intp, len(got))] = \
+                        np.fromiter(got.values(), np.int64, len(got))
             else:
+                prepare, resolve_items = g._prepare, g._resolve_items
                 for i in rows.tolist():
                     m = maps[i]
                     if m:
-                        self._row = i
-                        out[i] = resolve(m)
+                        items, blocked = prepare(m)
+                        if items or blocked:
+                            self._row = i
+                            out[i] = resolve_items(items, blocked)
         finally:
             self._merge_sink = None
         return out, merges

@@ -56,8 +56,9 @@ CREATE TABLE id_customers (cid INTEGER PRIMARY KEY, parent INTEGER);
 CREATE TABLE id_identifiers (kind TEXT, value TEXT, cid INTEGER,
                              PRIMARY KEY (kind, value)) WITHOUT ROWID;
 CREATE TABLE id_apart (a INTEGER, b INTEGER, PRIMARY KEY (a, b)) WITHOUT ROWID;
-CREATE TABLE id_audit (seq INTEGER PRIMARY KEY, action TEXT, customers TEXT, kind TEXT,
-                       value TEXT, reason TEXT);
+-- customers: c1, and c2 for the records that name two (merge, unmerge, ...)
+CREATE TABLE id_audit (seq INTEGER PRIMARY KEY, action TEXT, c1 INTEGER, c2 INTEGER,
+                       kind TEXT, value TEXT, reason TEXT);
 """
 
 _ORDER_SQL = "INSERT OR REPLACE INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
@@ -115,8 +116,8 @@ class SQLiteStore:
             con = _connect(path, create=True)
             if _holds_event(con):
                 con.close()
-                raise ValueError(f"{os.fspath(path)} already holds an event; resume it with "
-                                 f"Dispatcher.open({os.fspath(path)!r})")
+                raise ValueError(f"{os.fspath(path)} already holds an event; use "
+                                 f"Dispatcher.open({os.fspath(path)!r}) to resume it")
             if con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                 con.close()
                 raise ValueError(f"{os.fspath(path)} is a SQLite file with other tables, "
@@ -248,8 +249,8 @@ class SQLiteStore:
                 con.executemany("UPDATE id_customers SET parent=? WHERE cid=?", merges)
             if apart:
                 con.executemany("INSERT OR IGNORE INTO id_apart VALUES (?, ?)", apart)
-            con.executemany("INSERT INTO id_audit VALUES (?, ?, ?, ?, ?, ?)",
-                            [(s, a, ",".join(map(str, cs)), k, v, r)
+            con.executemany("INSERT INTO id_audit VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [(s, a, cs[0], cs[1] if len(cs) > 1 else None, k, v, r)
                              for s, a, cs, k, v, r in new])
             self._n_audit = len(log)
             self._n_customers = len(parent)
@@ -324,7 +325,7 @@ class SQLiteStore:
         identifiers = [[roots[c], k, v] for k, v, c in
                        con.execute("SELECT kind, value, cid FROM id_identifiers")]
         apart = [[a, b] for a, b in con.execute("SELECT a, b FROM id_apart")]
-        audit = [[s, a, [int(x) for x in cs.split(",") if x], k, v, r] for s, a, cs, k, v, r in
+        audit = [[s, a, [c1] if c2 is None else [c1, c2], k, v, r] for s, a, c1, c2, k, v, r in
                  con.execute("SELECT * FROM id_audit ORDER BY seq")]
         identity = dict(cfg, parent=parent, identifiers=identifiers, apart=apart, audit=audit)
         bcfg = json.loads(meta["bindings_config"])
