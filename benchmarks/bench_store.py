@@ -46,10 +46,12 @@ def event_with_identities(seed=0):
               "phone": [f"1{3 + x % 7}{x:09d}" for x in c],
               "openid:wx1": [f"o{x:09d}" if x % 2 else None for x in c]}
     rng = np.random.default_rng(seed + 1)
-    # customers of 30% of the orders are returning ones (the draw is per order,
-    # so a returning buyer's every order counts)
-    ret_orders = rng.random(ev.n_orders) < RETURNING
-    returning = np.unique(ev.customer_ids[ret_orders])
+    # returning customers, drawn at random until their orders make 30% of the
+    # batch (a buyer with several orders tonight counts with all of them)
+    cust, count = np.unique(ev.customer_ids, return_counts=True)
+    perm = rng.permutation(len(cust))
+    k = int(np.searchsorted(np.cumsum(count[perm]), RETURNING * ev.n_orders)) + 1
+    returning = np.sort(cust[perm[:k]])
     leader_of = rng.integers(0, ev.n_leaders, len(returning))
     return ev, idents, returning, leader_of, int(np.isin(ev.customer_ids, returning).sum())
 
