@@ -204,19 +204,22 @@ def _read_table(path, fmt, encoding, what, wanted):
                 col = pc.cast(col, pa.string())
             arrays[_clean_name(c)] = col.to_pandas().to_numpy(dtype=object)
         df = pd.DataFrame(arrays)
+        df.attrs["found"] = list(names)
         return df, np.arange(1, len(df) + 1), "row"
     enc = sniff_encoding(path, encoding)
     try:
         with open(path, "rb") as f:
-            df = pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""],
+            df = pd.read_csv(f, dtype=object, keep_default_na=False, na_values=[""],
                              skip_blank_lines=False, encoding=enc,
-                             encoding_errors="surrogateescape")
+                             encoding_errors="replace")
     except pd.errors.EmptyDataError:
         raise DumpError(f"{what} file {str(path)!r} is empty (no header line)") from None
     except pd.errors.ParserError as e:
         raise DumpError(f"{what} file {str(path)!r}: {e}".strip()) from None
     df.columns = [_clean_name(c) for c in df.columns]
+    found = list(df.columns)
     df = df[[c for c in df.columns if c in wanted]]
+    df.attrs["found"] = found
     pos = np.arange(2, len(df) + 2)
     blank = df.isna().all(axis=1).to_numpy() if len(df.columns) else np.zeros(len(df), bool)
     return df[~blank], pos[~blank], "line"
@@ -227,7 +230,8 @@ def _missing_columns(df, required, what, path):
     if miss:
         raise DumpError(f"{what} file {str(path)!r} has no column "
                         + ", ".join(repr(c) for c in miss)
-                        + f" (columns found: {', '.join(map(repr, df.columns)) or 'none'}); "
+                        + f" (columns found: "
+                        f"{', '.join(map(repr, df.attrs.get('found', df.columns))) or 'none'}); "
                         f"name the column with the matching --*-col option")
 
 
@@ -298,9 +302,8 @@ def read_leaders(path, cols=None, fmt=None, encoding="auto", crs="wgs84"):
         a = _text(df[c].to_numpy(dtype=object))
         for j, v in enumerate(a.tolist()):
             if v is not None and _has_surrogates(v):
-                raise DumpError(where(j, c, v.encode("utf-8", "surrogateescape"))
-                                + " holds bytes that are not valid in the file's encoding "
-                                  "(give --encoding)")
+                raise DumpError(where(j, c, v) + " holds bytes that are not valid in the "
+                                f"file's encoding (shown as {_BAD_CHAR}; give --encoding)")
         return a
 
     ids = check_text(cols.leader_id)
@@ -419,12 +422,13 @@ def read_bindings(path, customer_col="customer_id", leader_col="leader_id", fmt=
 
 
 def _has_surrogates(s):
-    # surrogateescape turns each undecodable byte into U+DC80..U+DCFF
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
+    # files are decoded with errors="replace": each undecodable byte becomes
+    # U+FFFD, which no order system writes on purpose.  (Not surrogateescape:
+    # pandas may store text in Arrow, which refuses lone surrogates.)
+    return _BAD_CHAR in s
+
+
+_BAD_CHAR = "\ufffd"
 
 
 # ----------------------------------------------------------------------------------------
@@ -464,6 +468,8 @@ class SeenIds:
         return out
 
     def add(self, h, pos):
+        if len(h) == 0:
+            return
         o = np.argsort(h, kind="stable")
         run = (h[o], np.asarray(pos, dtype=np.int64)[o])
         while self.runs and len(self.runs[-1][0]) <= len(run[0]):
@@ -577,7 +583,7 @@ class OrderReader:
         pd = self.pd
         try:
             with open(self.path, "rb") as f:
-                head = pd.read_csv(f, nrows=0, encoding=enc, encoding_errors="surrogateescape")
+                head = pd.read_csv(f, nrows=0, encoding=enc, encoding_errors="replace")
         except pd.errors.EmptyDataError:
             raise DumpError(f"orders file {str(self.path)!r} is empty (no header line)") \
                 from None
@@ -643,10 +649,13 @@ class OrderReader:
 
         with open(self.path, "rb") as f:
             try:
+                # every column is parsed, not only the used ones: with usecols the
+                # parser silently drops the extra fields of a line, and a stray comma
+                # (an unquoted address) would shift lat/lon without a trace
                 reader = pd.read_csv(
-                    f, usecols=list(names.values()), dtype={c: str for c in text_cols},
+                    f, dtype={c: object for c in text_cols},
                     keep_default_na=False, na_values=[""], skip_blank_lines=False,
-                    encoding=self.encoding, encoding_errors="surrogateescape",
+                    encoding=self.encoding, encoding_errors="replace",
                     on_bad_lines="warn", chunksize=self.chunksize)
             except pd.errors.EmptyDataError:
                 raise DumpError(f"orders file {str(self.path)!r} is empty") from None
@@ -778,10 +787,10 @@ class OrderReader:
         # undecodable bytes first: the rest of such a row cannot be trusted
         for x in self.present:
             v = raw[x]
-            if v.dtype == object and len(v) and _any_surrogates(v):
+            if len(v) and v.dtype == object and _any_surrogates(v):
                 bad = np.array([isinstance(s, str) and _has_surrogates(s) for s in v.tolist()])
-                flag(bad, f"undecodable bytes in {x!r} (the file is not "
-                          f"{self.encoding or 'utf-8'}; give --encoding)")
+                flag(bad, f"undecodable bytes in {x!r}, shown as {_BAD_CHAR} (the file is "
+                          f"not {self.encoding or 'utf-8'}; give --encoding)")
         flag(np.equal(oid, None), f"{c.order_id!r} missing")
 
         lat = self._number(raw[c.lat], c.lat, flag)
@@ -990,7 +999,7 @@ class RejectWriter:
     Columns: ``line`` (CSV input; ``row`` for Parquet input), ``reason``,
     then the used input columns with their values as read, then
     ``raw_line`` with the text of a line the parser could not split.
-    Undecodable bytes are written as ``\\xNN`` escapes.
+    Undecodable bytes of the input appear as U+FFFD.
     """
 
     def __init__(self, path, unit, columns):
@@ -998,8 +1007,7 @@ class RejectWriter:
         self.rows = 0
         self.columns = list(columns)
         try:
-            self._f = open(self.path, "w", encoding="utf-8", errors="backslashreplace",
-                           newline="")
+            self._f = open(self.path, "w", encoding="utf-8", newline="")
         except OSError as e:
             raise DumpError(f"cannot write {str(self.path)!r}: {e.strerror}") from None
         self._w = csv.writer(self._f)
@@ -1025,7 +1033,7 @@ def read_lines(path, numbers, encoding):
     if not want:
         return out
     last = max(want)
-    with open(path, "r", encoding=encoding or "utf-8", errors="surrogateescape",
+    with open(path, "r", encoding=encoding or "utf-8", errors="replace",
               newline="") as f:
         for i, text in enumerate(f, start=1):
             if i in want:
