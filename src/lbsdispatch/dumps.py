@@ -647,6 +647,11 @@ class OrderReader:
                     except ValueError:
                         pass
 
+        # pandas takes a first data line wider than the header for an index
+        # column (or truncates it without saying which line): such lines are
+        # found here and skipped, and reported like any other unsplittable line
+        wide = _wide_head_lines(self.path, self.encoding, len(self._header))
+        pending = [(b, f"expected {len(self._header)} fields, saw {k}") for b, k in wide]
         with open(self.path, "rb") as f:
             try:
                 # every column is parsed, not only the used ones: with usecols the
@@ -656,11 +661,11 @@ class OrderReader:
                     f, dtype={c: object for c in text_cols},
                     keep_default_na=False, na_values=[""], skip_blank_lines=False,
                     encoding=self.encoding, encoding_errors="replace",
-                    on_bad_lines="warn", chunksize=self.chunksize)
+                    on_bad_lines="warn", chunksize=self.chunksize,
+                    skiprows=[b - 1 for b, _ in wide] or None)
             except pd.errors.EmptyDataError:
                 raise DumpError(f"orders file {str(self.path)!r} is empty") from None
-            done = 0
-            pending = []                      # bad lines not yet placed
+            done = 0                          # pending: bad lines not yet placed
             while True:
                 with warnings.catch_warnings():
                     warnings.simplefilter("always")
@@ -906,6 +911,20 @@ class OrderReader:
             except ValueError as e:
                 flag(_mask(m, rows[k:k + 1]), f"cannot convert from {system}: {e}")
         return tl, tn
+
+
+def _wide_head_lines(path, encoding, n_fields):
+    """(line, fields) of the lines before the first data line with at most
+    ``n_fields`` fields that have more (blank lines count as fitting)."""
+    out = []
+    with open(path, "r", encoding=encoding or "utf-8", errors="replace", newline="") as f:
+        reader = csv.reader(f)
+        next(reader, None)                     # the header
+        for row in reader:
+            if len(row) <= n_fields:
+                break
+            out.append((reader.line_num, len(row)))
+    return out
 
 
 def _any_surrogates(v):
