@@ -58,7 +58,7 @@ def event_with_identities(seed=0):
 
 def fresh_event(path):
     """A persisted event with the returning customers known and bound (not timed)."""
-    ev, idents, returning, leader_of, _ = event_with_identities()
+    ev, _, returning, leader_of, _ = event_with_identities()
     d = Dispatcher(ev.leader_ids, ev.leader_lat, ev.leader_lon, capacity=ev.capacity,
                    priority=ev.priority, store=path, clock=lambda: 0.0)
     g = d.identity

@@ -53,8 +53,8 @@ def main(argv=None):
     print(f"city event: {ev.n_leaders} leaders, {n:,} orders, {n_ident:,} identifiers "
           f"({n_ident / n:.2f} per order), {n_returning:,} orders ({n_returning / n:.0%}) from "
           f"{len(returning):,} returning customers bound before the batch")
-    print(f"rows written by the batch: " + ", ".join(f"{k} {v:,}" for k, v in rows.items()))
-    print(f"outcomes: " + ", ".join(f"{o.name} {c:,}" for o, c in runs[0]["counts"].items() if c))
+    print("rows written by the batch: " + ", ".join(f"{k} {v:,}" for k, v in rows.items()))
+    print("outcomes: " + ", ".join(f"{o.name} {c:,}" for o, c in runs[0]["counts"].items() if c))
     print()
     print("| phase (best of %d runs) | time | ns/order |" % args.repeat)
     print("|---|---:|---:|")

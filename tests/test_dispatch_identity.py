@@ -22,7 +22,7 @@ import pytest
 from hypothesis import event, given, settings, strategies as st
 
 from lbsdispatch import Dispatcher, Outcome
-from lbsdispatch.identity import Bindings, IdentityGraph
+from lbsdispatch.identity import Bindings
 
 from test_identity import PHONES, SPELLINGS
 

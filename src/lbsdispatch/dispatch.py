@@ -1404,7 +1404,7 @@ class _Columns(list):
 
 def _identifier_rows(identifiers, n):
     """Rows that carry at least one identifier value."""
-    kinds, cols, maps = _identifier_input(identifiers, n)
+    _, cols, maps = _identifier_input(identifiers, n)
     if cols is not None:
         has = np.zeros(n, dtype=bool)
         for c in cols:
