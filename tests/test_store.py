@@ -284,12 +284,11 @@ def test_custom_identifier_kinds_survive_a_reopen(tmp_path):
 # -- crash safety -------------------------------------------------------------------------------
 CHILD = r"""
 import sys
-import numpy as np
-from lbsdispatch import Dispatcher, synth
+from lbsdispatch import Dispatcher
+sys.path.insert(0, sys.argv[4])
+from test_store import crash_event
 path, chunks, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-ev = synth.city_event(n_leaders=200, n_orders=chunks * size, seed=7, capacity_ratio=0.9)
-idents = {"unionid": [f"u{c}" for c in ev.customer_ids.tolist()],
-          "phone": [f"138{c % 50000:08d}" if c % 3 else None for c in ev.customer_ids.tolist()]}
+ev, idents = crash_event(chunks, size)
 try:
     d = Dispatcher.open(path)
 except ValueError:
@@ -303,9 +302,20 @@ for k in range(chunks):
 """
 
 
+def crash_event(chunks, size):
+    """The event of the crash test: (synthetic city, identifier columns)."""
+    from lbsdispatch import synth
+    ev = synth.city_event(n_leaders=200, n_orders=chunks * size, seed=7, capacity_ratio=0.9)
+    c = ev.customer_ids.tolist()
+    idents = {"unionid": [f"u{x}" for x in c],
+              "phone": [f"138{x % 50000:08d}" if x % 3 else None for x in c]}
+    return ev, idents
+
+
 def run_child(path, chunks, size, kill_after=None):
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(chunks), str(size)],
+    p = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(chunks), str(size),
+                          str(Path(__file__).resolve().parent)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     if kill_after is None:
         out, err = p.communicate(timeout=120)
@@ -332,7 +342,7 @@ def run_child(path, chunks, size, kill_after=None):
 
 
 def test_killed_mid_batch_reopens_consistent_and_reruns_to_the_same_end(tmp_path):
-    chunks, size = 40, 500
+    chunks, size = 40, 400
     path = tmp_path / "event.sqlite"
     seen = run_child(path, chunks, size, kill_after=3 * size)
     assert seen >= 3 * size
@@ -354,10 +364,29 @@ def test_killed_mid_batch_reopens_consistent_and_reruns_to_the_same_end(tmp_path
     con.close()
     done = Dispatcher.open(path)
     assert int(done.loads().sum()) >= n_before
-    # the same event run without interruption (in memory) ends in the same state
-    path2 = tmp_path / "straight.sqlite"
-    run_child(path2, chunks, size)
-    straight = Dispatcher.open(path2)
+    # the same event run without interruption (here, in memory) ends in the same state
+    ev, idents = crash_event(chunks, size)
+    straight = Dispatcher(ev.leader_ids, ev.leader_lat, ev.leader_lon, capacity=ev.capacity,
+                          clock=lambda: 0.0)
+    for k in range(chunks):
+        s = slice(k * size, (k + 1) * size)
+        straight.assign_batch(ev.order_lat[s], ev.order_lon[s], order_ids=ev.order_ids[s],
+                              identifiers={kind: col[s] for kind, col in idents.items()},
+                              now=60.0 * k)
     assert done.to_dict() == straight.to_dict()
     done.close()
-    straight.close()
+
+
+def test_ids_a_store_cannot_keep_are_refused_before_anything_changes(tmp_path):
+    d = make(store=tmp_path / "e.sqlite")
+    with pytest.raises(ValueError, match=r"customer_ids\[1\] = 2\.5: with a store, ids must be"):
+        d.assign_batch([31.0] * 2, [121.0] * 2, customer_ids=["a", 2.5])
+    with pytest.raises(ValueError, match=r"order_ids\[0\] = \(1, 2\): with a store"):
+        d.assign_batch([31.0], [121.0], order_ids=np.array([(1, 2)] + [None], dtype=object)[:1])
+    with pytest.raises(ValueError, match=r"customer_id = True: with a store"):
+        d.assign(31.0, 121.0, customer_id=True)
+    assert d.loads().sum() == 0 and len(d.bindings) == 0
+    # numpy scalars are plain ints to the store
+    res = d.assign_batch([31.0], [121.0], customer_ids=[np.int64(7)])
+    assert res.customer_id.tolist() == [7] and type(d.bindings.to_dict()["bindings"][0][0]) is int
+    assert Dispatcher.open(tmp_path / "e.sqlite").to_dict() == d.to_dict()

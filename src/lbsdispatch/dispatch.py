@@ -758,6 +758,8 @@ class Dispatcher:
         """
         if identifiers is not None and customer_id is not None:
             raise ValueError("give customer_id or identifiers for an order, not both")
+        if self._store is not None:
+            _check_stored_ids((order_id, _py(customer_id)), ("order_id", "customer_id"))
         log = self._log
         if order_id is None:
             order_id = self._next_order
@@ -896,6 +898,8 @@ class Dispatcher:
             if oids.shape != (n,):
                 raise ValueError(f"order_ids must have one id per order ({n}), "
                                  f"got shape {oids.shape}")
+            if self._store is not None and oids.dtype.kind not in "iuU":
+                _check_stored_ids(oids.tolist(), "order_ids")
             dup = _duplicate_codes(oids)
             log = self._log
             if log.chunks or log.tail:
@@ -925,8 +929,11 @@ class Dispatcher:
             if cust_obj.shape != (n,):
                 raise ValueError(f"customer_ids must have one id per order ({n}), "
                                  f"got shape {np.shape(customer_ids)}")
-            cust_list = [None if (v is None or (type(v) is float and v != v)) else v
+            cust_list = [None if (v is None or (type(v) is float and v != v))
+                         else (v.item() if isinstance(v, np.generic) else v)
                          for v in cust_obj.tolist()]
+            if self._store is not None:
+                _check_stored_ids(cust_list, "customer_ids")
         if identifiers is not None:
             t = self._time(now)
             if cust_list is not None:
@@ -1148,7 +1155,7 @@ class Dispatcher:
         pos = int(self._log.get(*where, "leader"))
         self._core.release(pos)
         if self._store is not None:
-            self._commit(orders=_Released(order_id), leaders=(pos,))
+            self._commit(orders=_Released(_py(order_id)), leaders=(pos,))
         return self._ids[pos].item()
 
     def orders_of(self, leader_id):
@@ -1368,6 +1375,15 @@ class _BatchOrders(NamedTuple):
                         res.n_full_nearer[idx].tolist(), self.lat[idx].tolist(),
                         self.lon[idx].tolist(), self.chosen[idx].tolist(), seq.tolist(),
                         state.tolist()))
+
+
+def _check_stored_ids(values, name):
+    """A store keeps order and customer ids as SQLite integers or text: anything
+    else (floats, tuples, ...) is refused before the call changes anything."""
+    for i, v in enumerate(values):
+        if v is not None and type(v) is not int and type(v) is not str:
+            where = name[i] if isinstance(name, tuple) else f"{name}[{i}]"
+            raise ValueError(f"{where} = {v!r}: with a store, ids must be int or str")
 
 
 _FRAME_COLS = frozenset({"lat", "lon", "order_id", "customer_id", "chosen_leader"})
