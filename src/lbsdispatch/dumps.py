@@ -300,6 +300,8 @@ def read_leaders(path, cols=None, fmt=None, encoding="auto", crs="wgs84"):
 
     def check_text(c):
         a = _text(df[c].to_numpy(dtype=object))
+        if not _any_surrogates(a):
+            return a
         for j, v in enumerate(a.tolist()):
             if v is not None and _has_surrogates(v):
                 raise DumpError(where(j, c, v) + " holds bytes that are not valid in the "
@@ -317,8 +319,22 @@ def read_leaders(path, cols=None, fmt=None, encoding="auto", crs="wgs84"):
                             + f" repeats the leader id of {unit} {int(pos[first[v]])}")
         first[v] = j
 
+    pd = require("pandas", "cli", "reading the leaders file")
+
     def number(c, empty=None, integer=False):
         raw = check_text(c)
+        # vectorised first; the loop below only runs to name a bad value
+        out = np.array(pd.to_numeric(pd.Series(raw, dtype=object), errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan))
+        miss = np.equal(raw, None)
+        fine = ~np.isnan(out) & ~miss
+        if integer:
+            fine &= np.isfinite(out) & (out == np.round(out))
+        if fine.all():
+            return out
+        if empty is not None and (fine | miss).all():
+            out[miss] = empty
+            return out
         out = np.empty(len(raw))
         for j, v in enumerate(raw.tolist()):
             if v is None:
@@ -760,7 +776,8 @@ class OrderReader:
         c, names = self.cols, self._file_names
         m = len(df)
         reason = np.full(m, None, dtype=object)
-        raw = {x: df[names[x]].to_numpy(dtype=object) for x in self.present}
+        # numbers stay float64 (the parser already converted them); text is object
+        raw = {x: _column(df[names[x]]) for x in self.present}
         # rows where every field is empty are blank lines, not rows
         blank = np.ones(m, dtype=bool)
         for x in self.present:
@@ -913,6 +930,13 @@ class OrderReader:
         return tl, tn
 
 
+def _column(series):
+    """A frame column as float64 if numeric, else as an object array."""
+    if series.dtype.kind in "fiu":
+        return series.to_numpy(dtype=np.float64)
+    return series.to_numpy(dtype=object)
+
+
 def _wide_head_lines(path, encoding, n_fields):
     """(line, fields) of the lines before the first data line with at most
     ``n_fields`` fields that have more (blank lines count as fitting)."""
@@ -928,9 +952,13 @@ def _wide_head_lines(path, encoding, n_fields):
 
 
 def _any_surrogates(v):
-    # one pass over the joined text finds out whether any value needs a closer look
-    s = [x for x in v.tolist() if isinstance(x, str)]
-    return _has_surrogates("".join(s)) if s else False
+    # one search in the joined text tells whether any value needs a closer look
+    # (a Python test per value costs more than the whole parse of the column)
+    s = v[~_isna(v)]
+    try:
+        return _has_surrogates("".join(s.tolist())) if s.size else False
+    except TypeError:             # not all text (a number in an object column)
+        return _has_surrogates("".join(map(str, s.tolist())))
 
 
 def _mask(m, rows):
