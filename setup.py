@@ -23,7 +23,13 @@ extensions = [
         ["src/lbsdispatch/_kdtree.pyx"],
         depends=["src/lbsdispatch/_dispatch.pxi"],
         extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
-    )
+    ),
+    # the optimal-mode solver (issue 7): arrays in, arrays out, no tree
+    Extension(
+        "lbsdispatch._flow",
+        ["src/lbsdispatch/_flow.pyx"],
+        extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
+    ),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives, annotate=False))
