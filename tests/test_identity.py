@@ -373,6 +373,16 @@ PHONE_SPELLINGS = [
     "138—0013—8000",                            # em dashes
     "+86\t138\t0013\t8000",
     13800138000,                                # an int from a spreadsheet
+    "+86 (138) 0013 8000",
+    "86-138-0013-8000",
+    "0086-138-0013-8000",
+    "138/0013/8000",
+    "+86·138·0013·8000",                        # middle dots
+    "１３８-００１３-８０００",                     # full-width digits, ASCII dashes
+    "  +86 138 0013 8000\n",
+    "8613800138000 ",
+    "+86 138\u200b0013\u200b8000",             # zero-width spaces (copied from a chat)
+    "\ufeff13800138000",                        # a byte-order mark from a CSV export
 ]
 
 
@@ -382,6 +392,8 @@ def test_phone_spellings_are_one_number(spelling):
     first = g.resolve({"phone": "13800138000"})
     assert g.normalise("phone", spelling) == "13800138000"
     assert g.resolve({"phone": spelling}) == first
+    # the batch path (one column per kind) reads it the same way
+    assert g.resolve_columns(["phone"], [[spelling]], [0]) == {0: first}
     assert len(g) == 1
 
 
@@ -400,6 +412,8 @@ INVALID_PHONES = [
     "١٣٨٠٠١٣٨٠٠٠",          # Arabic-Indic digits: isdigit(), but not a number anyone typed
     "13800138000x1",
     "abc",
+    "+852 9123 4567",       # a Hong Kong mobile
+    "+86 0138 0013 8000",   # a trunk 0 after the country code is no mobile spelling
 ]
 
 
@@ -418,7 +432,8 @@ def test_unparsable_phone_is_blocked_and_reported(bad):
 
 
 BLOCKED_VALUES = ["null", "NULL", "None", "undefined", "Nil", "-1", "0", "000", "0000000000",
-                  "test", "TEST", "unknown", "Unknown", "n/a", "N/A", "nan", " null "]
+                  "test", "TEST", "unknown", "Unknown", "n/a", "N/A", "nan", " null ",
+                  "UNDEFINED", "NaN", "none\t", " -1 ", "00000000000", 0, -1]
 
 
 @pytest.mark.parametrize("value", BLOCKED_VALUES, ids=repr)

@@ -145,7 +145,10 @@ def _is_mobile(s: str) -> bool:
 
 # Separators people and form widgets put into phone numbers, after NFKC (which
 # already folds full-width digits, "＋", "（）", "－", "．" and U+3000 to ASCII).
-_PHONE_SEPARATORS = re.compile(r"[\s\-.()\[\]/\u2010-\u2015\u2212\u00b7\u30fb]")
+# Zero-width characters (U+200B-U+200D, U+2060, a stray BOM U+FEFF) come with
+# numbers copied out of chat apps; NFKC keeps them and \s does not match them.
+_PHONE_SEPARATORS = re.compile(
+    r"[\s\-.()\[\]/\u2010-\u2015\u2212\u00b7\u30fb\u200b-\u200d\u2060\ufeff]")
 
 
 def normalise_phone(value: str) -> Optional[str]:
