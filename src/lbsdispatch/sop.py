@@ -200,15 +200,11 @@ def enqueue(conn: sqlite3.Connection, order_ids, customer_ids, leader_ids, outco
     if oc.shape != (n,):
         raise ValueError(f"outcomes has shape {oc.shape}, order_ids has {n} rows")
     if oc.dtype.kind not in "iu":
-        try:
-            oc_i = oc.astype(np.int64)
-        except (TypeError, ValueError):
-            oc_i = None
-        if oc_i is None or not np.array_equal(oc_i, oc):
-            bad = next(i for i, v in enumerate(oc.tolist())
-                       if not isinstance(v, (int, np.integer)) or isinstance(v, bool))
-            raise ValueError(f"outcomes[{bad}] = {oc[bad]!r}: must be an Outcome code")
-        oc = oc_i
+        vals = outcomes.tolist() if isinstance(outcomes, np.ndarray) else list(outcomes)
+        for i, v in enumerate(vals):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"outcomes[{i}] = {v!r}: must be an Outcome code (int)")
+        oc = np.asarray(vals, dtype=np.int64)
     keep = (oc >= 0) & (oc <= _ASSIGNED_MAX)
     if repeat is not None:
         rep = np.asarray(repeat, dtype=bool)
@@ -1237,7 +1233,7 @@ def _span(s):
 
 
 def format_due(db, now=None, leader=None, *, playbook: Optional[Playbook] = None,
-               tz=DEFAULT_TZ, leader_tz=None, quiet_hours=QuietHours()) -> str:
+               tz=DEFAULT_TZ, leader_tz=None, quiet_hours=QuietHours(), pickup_at=None) -> str:
     """The due and overdue SOP tasks of a store, per leader, as text.
 
     Parameters
@@ -1252,8 +1248,9 @@ def format_due(db, now=None, leader=None, *, playbook: Optional[Playbook] = None
     playbook : Playbook, optional
         The playbook of the store (default `default_playbook()`): needed to
         show outbox rows not yet expanded into tasks.
-    tz, leader_tz, quiet_hours
-        As in `SopEngine`; times are shown in the leader's local time.
+    tz, leader_tz, quiet_hours, pickup_at
+        As in `SopEngine` (for the outbox rows not yet expanded); times are
+        shown in the leader's local time.
     """
     if isinstance(db, sqlite3.Connection):
         con, own = db, False
@@ -1269,7 +1266,7 @@ def format_due(db, now=None, leader=None, *, playbook: Optional[Playbook] = None
         except sqlite3.DatabaseError as e:
             raise ValueError(f"{db}: no SOP tables ({e})") from None
         eng = SopEngine.__new__(SopEngine)
-        _view_init(eng, con, playbook, tz, leader_tz, quiet_hours)
+        _view_init(eng, con, playbook, tz, leader_tz, quiet_hours, pickup_at)
         t = eng._now(now)
         view = eng.due_view(t)
         lines = [f"SOP {eng.sop!r} at {datetime.fromtimestamp(t, eng._tz):%Y-%m-%d %H:%M} "
@@ -1307,7 +1304,7 @@ def format_due(db, now=None, leader=None, *, playbook: Optional[Playbook] = None
             con.close()
 
 
-def _view_init(eng, con, playbook, tz, leader_tz, quiet_hours):
+def _view_init(eng, con, playbook, tz, leader_tz, quiet_hours, pickup_at):
     """A read-only engine over ``con``: no plugins, no schema writes."""
     pb = default_playbook() if playbook is None else playbook
     eng.playbook, eng.sop, eng._steps = pb, pb.name, pb.by_name()
@@ -1316,7 +1313,7 @@ def _view_init(eng, con, playbook, tz, leader_tz, quiet_hours):
     eng._leader_tz = leader_tz
     eng._zones = {}
     eng.quiet_hours = quiet_hours
-    eng.pickup_at = None
+    eng.pickup_at = None if pickup_at is None else epoch(pickup_at, "pickup_at")
     eng.con = con
     eng._owns = False
 
