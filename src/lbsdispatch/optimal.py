@@ -366,9 +366,11 @@ def _solve_certified(ctx, cand, wmax, info):
         need_more = ~dead & (dual > g.lb_cost(lb))
         if not (need_all.any() or need_more.any()):
             return g, match
+        # Extend with room to spare (25% + 50 m past the dual): the plan moves
+        # once the lists grow, and another round costs a whole solve.
         rows = np.flatnonzero(need_all | need_more)
         r = np.where(need_all[rows], limit,
-                     np.minimum(limit, np.ceil(dual[rows] / g.k) + 1.0))
+                     np.minimum(limit, np.ceil(dual[rows] / g.k) * 1.25 + 50.0))
         info["extended"] += len(rows)
         cand.extend(rows, r)
 
