@@ -8,11 +8,11 @@ import pytest
 
 pd = pytest.importorskip("pandas")  # the cli extra; the test extra installs it
 pa = pytest.importorskip("pyarrow")
-import pyarrow.parquet as pq  # noqa: E402
+import pyarrow.parquet as pq
 
-from lbsdispatch import Dispatcher, Rules, synth  # noqa: E402
-from lbsdispatch.cli import main  # noqa: E402
-from lbsdispatch.geo import transform  # noqa: E402
+from lbsdispatch import Dispatcher, Rules, synth
+from lbsdispatch.cli import main
+from lbsdispatch.geo import transform
 
 LEADERS_GBK = ("leader_id,name,lat,lon,capacity,active\n"
                "杭州-001,张三团长,30.2700,120.1500,10,1\n"
@@ -76,7 +76,7 @@ def test_messy_csv_every_row_accounted_for(tmp_path, leaders, capsys, chunksize)
     rej = read_rejects(tmp_path / "result.rejects.csv")
     assert (n_out, n_rej) == (len(res), len(rej))
     assert n_in == n_out + n_rej == len([m for m in MESSY if m[2] != "blank"])
-    assert "1 blank line skipped" in printed or "(1 blank lines skipped)" in printed
+    assert "(1 blank line skipped)" in printed
     assert sorted(res["order_id"]) == ["o1", "o8"]
     # the GBK leader ids come back as text, and the inactive / zero-capacity leader is unused
     assert set(res["leader_id"]) <= {"杭州-001", "杭州-002"}
@@ -336,7 +336,7 @@ def test_as_a_module(tmp_path, leaders):
     orders = write_messy(tmp_path / "orders.csv")
     r = subprocess.run([sys.executable, "-m", "lbsdispatch", "assign", "--leaders",
                         str(leaders), "--orders", str(orders), "--out",
-                        str(tmp_path / "r.csv")], capture_output=True, text=True, timeout=120)
+                        str(tmp_path / "r.csv")], capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 1, r.stderr
     assert "rows in 12 = out 2 + rejects 10" in r.stdout
     assert "Traceback" not in r.stderr

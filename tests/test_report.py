@@ -4,12 +4,11 @@ import pytest
 
 pd = pytest.importorskip("pandas")
 pytest.importorskip("matplotlib")
-from matplotlib.image import imread  # noqa: E402
+from matplotlib.image import imread
 
-from lbsdispatch import synth  # noqa: E402
-from lbsdispatch.cli import main  # noqa: E402
-from lbsdispatch.report import (LeaderLoad, load_result, out_of_range_clusters,  # noqa: E402
-                                summarise)
+from lbsdispatch import synth
+from lbsdispatch.cli import main
+from lbsdispatch.report import LeaderLoad, load_result, out_of_range_clusters, summarise
 
 # a remote town with customers and no leader: where a leader should be recruited
 TOWN = (30.9, 119.6)
@@ -34,7 +33,7 @@ def event_files(tmp_path):
 
 
 def test_assign_report_png_is_a_real_map(tmp_path, event_files, capsys):
-    ev, orders, leaders, cap = event_files
+    _, orders, leaders, _ = event_files
     png = tmp_path / "night.png"
     assert main(["assign", "--leaders", str(leaders), "--orders", str(orders), "--out",
                  str(tmp_path / "r.csv"), "--max-distance", "5000", "--report", str(png)]) == 0
@@ -84,7 +83,7 @@ def test_report_summary_matches_the_result(tmp_path, event_files, capsys):
 
 
 def test_report_without_leaders_and_bad_input(tmp_path, event_files, capsys):
-    ev, orders, leaders, cap = event_files
+    _, orders, leaders, _ = event_files
     result = tmp_path / "r.parquet"
     pytest.importorskip("pyarrow")
     assert main(["assign", "--leaders", str(leaders), "--orders", str(orders), "--out",

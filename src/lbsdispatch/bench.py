@@ -83,7 +83,7 @@ class Data:
     def order_rad(self) -> np.ndarray:
         return np.radians(np.column_stack([self.order_lat, self.order_lon]))
 
-    def orders(self, n: int | None) -> "Data":
+    def orders(self, n: int | None) -> Data:
         """The same leaders with only the first ``n`` orders (orders arrive
         shuffled across cities, so a prefix is a fair sample)."""
         if n is None or n >= self.n_orders:
@@ -92,7 +92,7 @@ class Data:
                     self.order_lat[:n].copy(), self.order_lon[:n].copy())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(event: str) -> Data:
     """The event ``city`` or ``nation`` (seed 0), generated once per process."""
     from . import synth
@@ -102,7 +102,7 @@ def load(event: str) -> Data:
         ev = synth.nation_event(seed=0)
     else:
         raise ValueError(f"unknown event {event!r}; expected one of {EVENTS}")
-    as_f8 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
+    as_f8 = lambda a: np.ascontiguousarray(a, dtype=np.float64)
     return Data(event, as_f8(ev.leader_lat), as_f8(ev.leader_lon),
                 as_f8(ev.order_lat), as_f8(ev.order_lon))
 
@@ -362,7 +362,7 @@ def _worker_main(event: str) -> None:
         ops = {"build": build_fn("pykdtree", d),
                "q1": batch_query("pykdtree", tree, d, k=1),
                "q5": batch_query("pykdtree", tree, d, k=5)}
-    except Exception as exc:  # pragma: no cover - reported to the parent
+    except Exception as exc:  # noqa: BLE001  # pragma: no cover - reported to the parent
         reply({"error": repr(exc)})
         return
     reply({"ready": True, "n_orders": d.n_orders,
@@ -392,7 +392,7 @@ def _worker_main(event: str) -> None:
                        "openmp_threads": _openmp_threads()})
             else:
                 reply({"error": f"unknown command {line.strip()!r}"})
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- any failure goes back to the parent
             reply({"error": repr(exc)})
 
 
@@ -403,14 +403,14 @@ def versions() -> dict:
     for name in ("lbsdispatch", "scipy", "scikit-learn", "pykdtree"):
         try:
             out[name] = version(name)
-        except Exception:  # pragma: no cover
+        except Exception:  # noqa: BLE001  # pragma: no cover
             out[name] = "?"
     return out
 
 
 
 # ------------------------------------------------------------------ dispatch peer
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def dispatch_event(name: str, capacity_ratio: float = 1.15):
     """The synthetic event ``city`` or ``nation`` (seed 0) with the given capacity."""
     from . import synth
@@ -421,7 +421,7 @@ def dispatch_event(name: str, capacity_ratio: float = 1.15):
     raise ValueError(f"unknown event {name!r}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def event_unit_vectors(name: str):
     """(leader, order) unit vectors of an event: the peer's ready-made input."""
     ev = dispatch_event(name)

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-__all__ = ["main", "build_parser", "assign", "report", "bench"]
+__all__ = ["assign", "bench", "build_parser", "main", "report"]
 
 
 def build_parser():
@@ -258,9 +258,20 @@ def assign(args, out=None):
 
     from . import Outcome
     from .crs import detect_offset
-    from .dumps import (DumpError, LeaderColumns, OrderColumns, OrderReader, RejectWriter,
-                        ResultWriter, detect_format, read_bindings, read_leaders, read_lines,
-                        require)
+    from .dumps import (
+        DumpError,
+        LeaderColumns,
+        OrderColumns,
+        OrderReader,
+        RejectWriter,
+        ResultWriter,
+        detect_format,
+        header,
+        read_bindings,
+        read_leaders,
+        read_lines,
+        require,
+    )
     out = sys.stdout if out is None else out
     err = sys.stderr
     require("pandas", "cli", "lbsdispatch assign")
@@ -278,9 +289,18 @@ def assign(args, out=None):
             raise DumpError(f"{what} {str(p)!r} would overwrite an input file")
 
     t0 = time.perf_counter()
+    # --crs-col names a column of either file (or both); the rows of a file
+    # without it are in that file's --*-crs
+    crs_in = {}
+    if args.crs_col:
+        for what, path in (("leaders", args.leaders), ("orders", args.orders)):
+            crs_in[what] = args.crs_col in header(path, encoding=args.encoding)
+        if not any(crs_in.values()):
+            raise DumpError(f"--crs-col {args.crs_col!r}: neither the leaders nor the orders "
+                            f"file has this column")
     lcols = LeaderColumns(args.leader_id_col, args.lat_col, args.lon_col, args.capacity_col,
-                          args.radius_col, args.priority_col, args.active_col, None)
-    lcols.crs = _column_if_present(args.leaders, args.crs_col, args.encoding)
+                          args.radius_col, args.priority_col, args.active_col,
+                          args.crs_col if crs_in.get("leaders") else None)
     leaders = read_leaders(args.leaders, lcols, encoding=args.encoding, crs=leaders_crs)
     bindings = None
     if args.bindings:
@@ -289,15 +309,9 @@ def assign(args, out=None):
     disp = _dispatcher(args, leaders, bindings)
 
     ocols = OrderColumns(args.order_id_col, args.lat_col, args.lon_col, args.customer_col,
-                         args.chosen_col, args.crs_col)
+                         args.chosen_col, args.crs_col if crs_in.get("orders") else None)
     reader = OrderReader(args.orders, ocols, encoding=args.encoding, crs=orders_crs,
                          chunksize=args.chunksize)
-    if args.crs_col:
-        try:
-            reader.columns(args.encoding)
-        except DumpError:
-            ocols.crs = None          # the column may be in the leader file only
-            reader.cols = ocols
     present = reader.columns(args.encoding)
     with_customer = ocols.customer in present
     with_chosen = ocols.chosen in present
@@ -336,15 +350,14 @@ def assign(args, out=None):
                     ch.reason[rows[k]] = reason[k]
                 keep = ~inv
                 rows = rows[keep]
-                sel = lambda a: a[keep]  # noqa: E731
             else:
-                sel = lambda a: a  # noqa: E731
-            counts += np.bincount(sel(outcome).astype(np.intp), minlength=len(Outcome))
-            leader_id = sel(res.leader_id)
+                keep = slice(None)
+            counts += np.bincount(outcome[keep].astype(np.intp), minlength=len(Outcome))
+            leader_id = res.leader_id[keep]
             names = np.array([o.name for o in Outcome], dtype=object)
             cols = {"order_id": ch.order_id[rows], "leader_id": leader_id,
-                    "distance_m": np.round(sel(res.distance_m), 1),
-                    "outcome": names[sel(outcome).astype(np.intp)], "reason": sel(res.reason),
+                    "distance_m": np.round(res.distance_m[keep], 1),
+                    "outcome": names[outcome[keep].astype(np.intp)], "reason": res.reason[keep],
                     "lat": ch.lat[rows], "lon": ch.lon[rows]}
             if with_customer:
                 cols["customer_id"] = ch.customer[rows]
@@ -370,8 +383,8 @@ def assign(args, out=None):
     if not args.quiet:
         w = out.write
         w(f"rows in {n_in:,} = out {n_out:,} + rejects {n_rej:,}"
-          + (f"  ({n_blank:,} blank {'lines' if unit == 'line' else 'rows'} skipped)"
-             if n_blank else "") + f"  [{time.perf_counter() - t0:.1f} s]\n")
+          + (f"  ({n_blank:,} blank {'line' if unit == 'line' else 'row'}"
+             f"{'' if n_blank == 1 else 's'} skipped)" if n_blank else "") + f"  [{time.perf_counter() - t0:.1f} s]\n")
         for o in Outcome:
             if counts[o]:
                 w(f"  {o.name:<13}{int(counts[o]):>10,}  {100 * counts[o] / max(n_out, 1):5.1f}%\n")
@@ -386,19 +399,6 @@ def assign(args, out=None):
         if not args.quiet:
             out.write(f"report:  {args.report}\n")
     return _EXIT_REJECTS if n_rej else _EXIT_OK
-
-
-def _column_if_present(path, col, encoding):
-    """``col`` if the leader file has it, else None (for --crs-col)."""
-    if not col:
-        return None
-    from .dumps import OrderColumns, OrderReader
-    r = OrderReader(path, OrderColumns(col, col, col, None, None, None))
-    try:
-        r.columns(encoding)
-    except Exception:
-        return None
-    return col
 
 
 def _offset_warning(detect_offset, lat, lon, leaders, err):

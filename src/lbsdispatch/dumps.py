@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 import math
 import os
 import warnings
@@ -37,9 +36,23 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DumpError", "require", "detect_format", "sniff_encoding", "OrderColumns",
-           "LeaderColumns", "LeaderTable", "read_leaders", "read_bindings", "OrderReader",
-           "OrderChunk", "SeenIds", "ResultWriter", "RejectWriter", "RESULT_COLUMNS"]
+__all__ = [
+    "RESULT_COLUMNS",
+    "DumpError",
+    "LeaderColumns",
+    "LeaderTable",
+    "OrderChunk",
+    "OrderColumns",
+    "OrderReader",
+    "RejectWriter",
+    "ResultWriter",
+    "SeenIds",
+    "detect_format",
+    "read_bindings",
+    "read_leaders",
+    "require",
+    "sniff_encoding",
+]
 
 #: Columns of a result file, in order (``customer_id`` only when the orders had one).
 RESULT_COLUMNS = ("order_id", "leader_id", "distance_m", "outcome", "reason", "customer_id",
@@ -117,6 +130,31 @@ def sniff_encoding(path, encoding="auto"):
     return "utf-8"
 
 
+def header(path, fmt=None, encoding="auto"):
+    """Column names of a CSV or Parquet file (stripped of spaces and a BOM).
+
+    Raises
+    ------
+    DumpError
+        Missing, empty or unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DumpError(f"file {str(path)!r} does not exist")
+    if detect_format(path, fmt) == "parquet":
+        pq = require("pyarrow.parquet", "parquet", "reading Parquet files")
+        try:
+            return [_clean_name(c) for c in pq.ParquetFile(path).schema_arrow.names]
+        except (OSError, ValueError) as e:   # pyarrow's errors derive from these
+            raise DumpError(f"{str(path)!r} is not a readable Parquet file: {e}") from None
+    enc = sniff_encoding(path, encoding)
+    with open(path, "r", encoding=enc, errors="replace", newline="") as f:
+        first = next(csv.reader(f), None)
+    if first is None:
+        raise DumpError(f"file {str(path)!r} is empty (no header line)")
+    return [_clean_name(c) for c in first]
+
+
 def _clean_name(c):
     return str(c).strip().lstrip("\ufeff").strip()
 
@@ -189,7 +227,7 @@ def _read_table(path, fmt, encoding, what, wanted):
         pq = require("pyarrow.parquet", "parquet", "reading Parquet files")
         try:
             pf = pq.ParquetFile(path)
-        except Exception as e:
+        except (OSError, ValueError) as e:   # pyarrow's errors derive from these
             raise DumpError(f"{what} file {str(path)!r} is not a readable Parquet file: {e}") \
                 from None
         names = {_clean_name(c): c for c in pf.schema_arrow.names}
@@ -588,7 +626,7 @@ class OrderReader:
             pq = require("pyarrow.parquet", "parquet", "reading Parquet files")
             try:
                 self._pf = pq.ParquetFile(self.path)
-            except Exception as e:
+            except (OSError, ValueError) as e:   # pyarrow's errors derive from these
                 raise DumpError(f"orders file {str(self.path)!r} is not a readable Parquet "
                                 f"file: {e}") from None
             self._header = list(self._pf.schema_arrow.names)
@@ -725,8 +763,8 @@ class OrderReader:
                 line = cur + (m - k)
                 mine = [p for p in pending if p[0] in set(placed)]
                 pending = [p for p in pending if p[0] not in set(placed)]
-                yield self._check(df, pos, [(b, f"cannot be split into the header's columns: "
-                                               f"{why}", None) for b, why in mine])
+                yield self._check(df, pos, [(b, "cannot be split into the header's columns: "
+                                               + why, None) for b, why in mine])
 
     def _only_bad(self, pending):
         e = np.zeros(0, dtype=np.int64)
@@ -767,12 +805,11 @@ class OrderReader:
             try:
                 r = (True, _crs._resolve(name, "crs").degrees)
             except ValueError as e:
-                r = (False, str(e).replace("crs = ", "").replace("crs must", "crs must"))
+                r = (False, str(e).replace("crs = ", ""))
             self._systems[name] = r
         return r
 
     def _check(self, df, pos, bad_lines):
-        pd = self.pd
         c, names = self.cols, self._file_names
         m = len(df)
         reason = np.full(m, None, dtype=object)
@@ -792,7 +829,7 @@ class OrderReader:
             m = len(pos)
 
         def flag(mask, text):
-            mask = mask & (reason == None)  # noqa: E711 -- elementwise on an object array
+            mask = mask & (reason == None)
             if mask.any():
                 reason[mask] = text if isinstance(text, str) else text[mask]
 
@@ -820,10 +857,10 @@ class OrderReader:
         wlat = np.full(m, np.nan)
         wlon = np.full(m, np.nan)
         if systems is None:
-            groups = [(self.crs, np.flatnonzero(reason == None))]  # noqa: E711
+            groups = [(self.crs, np.flatnonzero(reason == None))]
         else:
             flag(np.equal(systems, None), f"{c.crs!r} missing")
-            live = reason == None  # noqa: E711
+            live = reason == None
             s_str = np.where(live, systems, "").astype(str)
             groups = [(s, np.flatnonzero(live & (s_str == s)))
                       for s in np.unique(s_str[live]).tolist()]
@@ -837,19 +874,19 @@ class OrderReader:
             la, lo = lat[rows], lon[rows]
             if degrees:
                 self._ranges(la, lo, rows, m, flag, s)
-                good = np.isin(rows, np.flatnonzero(reason == None))  # noqa: E711
+                good = np.isin(rows, np.flatnonzero(reason == None))
                 rows, la, lo = rows[good], la[good], lo[good]
             if rows.size == 0:
                 continue
             tl, tn = self._transform(la, lo, s, rows, m, flag)
             wlat[rows], wlon[rows] = tl, tn
         # after conversion, the WGS-84 point itself must be valid (projected input)
-        live = reason == None  # noqa: E711
+        live = reason == None
         self._ranges(wlat[live], wlon[live], np.flatnonzero(live), m, flag, "wgs84",
                      after=True)
         # duplicates among rows that are otherwise fine (a corrected copy of a
         # rejected row is not a duplicate)
-        live = np.flatnonzero(reason == None)  # noqa: E711
+        live = np.flatnonzero(reason == None)
         if live.size:
             h = self.seen.hash(oid[live])
             first = self.seen.first_position(h)
@@ -874,7 +911,7 @@ class OrderReader:
                 flag(_mask(m, live[dup]), full)
             fresh = ~dup
             self.seen.add(h[fresh], pos[live][fresh])
-        ok = reason == None  # noqa: E711
+        ok = reason == None
         return OrderChunk(pos, ok, reason, raw, oid, cust, chosen, wlat, wlon,
                           bad_lines, n_blank)
 
@@ -986,14 +1023,14 @@ class ResultWriter:
         self._w = None
         self._pa = None
         try:
-            import pyarrow  # noqa: F401
+            import pyarrow
             import pyarrow.csv  # noqa: F401
             self._pa = True
         except ImportError:
             if fmt == "parquet":
                 require("pyarrow", "parquet", "writing Parquet files")
         try:
-            self._f = open(self.path, "wb")
+            self._f = open(self.path, "wb")  # noqa: SIM115 -- closed by close()
         except OSError as e:
             raise DumpError(f"cannot write {str(self.path)!r}: {e.strerror}") from None
 
@@ -1054,7 +1091,7 @@ class RejectWriter:
         self.rows = 0
         self.columns = list(columns)
         try:
-            self._f = open(self.path, "w", encoding="utf-8", newline="")
+            self._f = open(self.path, "w", encoding="utf-8", newline="")  # noqa: SIM115
         except OSError as e:
             raise DumpError(f"cannot write {str(self.path)!r}: {e.strerror}") from None
         self._w = csv.writer(self._f)
@@ -1065,7 +1102,7 @@ class RejectWriter:
         vals = []
         for c in self.columns:
             v = raw.get(c) if raw else None
-            vals.append("" if v is None or (isinstance(v, float) and v != v) else v)
+            vals.append("" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
         self._w.writerow([pos, reason] + vals + ["" if raw_line is None else raw_line])
         self.rows += 1
 
