@@ -34,7 +34,7 @@ import os
 import signal
 import sqlite3
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from lbsdispatch import sop

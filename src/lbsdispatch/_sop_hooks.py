@@ -20,7 +20,7 @@ step : str
     The step's name (for ``on_sla_breached``: the breached step).
 key : str
     The idempotency key of this task, ``"{sop}/{step}/{customer}/{order}"``
-    (``"{sop}/{step}:sla/{customer}/{order}"`` for an SLA breach).  A task
+    (``"{sop}/{step}.sla/{customer}/{order}"`` for an SLA breach).  A task
     that is run again (a retry, or a rerun after a crash) carries the same
     key: drop the call if its key was already applied.
 leader, customer, order

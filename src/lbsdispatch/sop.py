@@ -38,7 +38,7 @@ from typing import Callable, Iterable, NamedTuple, Optional
 import numpy as np
 import pluggy
 
-from ._sop_hooks import COMMON_ARGS, PROJECT, SopHookSpecs, hookimpl, hookspec
+from ._sop_hooks import PROJECT, SopHookSpecs, hookimpl, hookspec
 from ._sop_playbook import (Backoff, Playbook, QuietHours, Step, default_playbook, epoch,
                             local_hour, next_local_hour, zone)
 
@@ -101,7 +101,7 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
         conn.execute(stmt)
 
 
-# -- input columns ------------------------------------------------------------------------
+# -- input columns ------------------------------------------------------------------------------
 def _column(values, name, n=None):
     """A list of plain Python values (numpy scalars unwrapped) from a sequence."""
     if isinstance(values, np.ndarray):
@@ -254,7 +254,7 @@ def enqueue_exits(conn: sqlite3.Connection, order_ids, at, *, sop: str = "defaul
     return len(oids)
 
 
-# -- results ----------------------------------------------------------------------------------
+# -- results ------------------------------------------------------------------------------------
 class Task(NamedTuple):
     """One task of the outbox, as `SopEngine.tasks` returns it."""
 
@@ -442,7 +442,7 @@ class SopEngine:
             self.con.execute("PRAGMA busy_timeout=10000")
         ensure_schema(self.con)
 
-    # -- plumbing -----------------------------------------------------------------------
+    # -- plumbing --------------------------------------------------------------------------------
     def register(self, plugin, name=None):
         """Register a host plugin (see `hookimpl`)."""
         return self.pm.register(plugin, name)
@@ -514,7 +514,7 @@ class SopEngine:
         expires = None if step.expire_after is None else due + step.expire_after
         return PENDING, due, None, expires, None
 
-    # -- folding the outbox log into tasks ------------------------------------------------
+    # -- folding the outbox log into tasks -------------------------------------------------------
     def _expand(self, log_rows, exited):
         """Task rows of 'assigned' log rows (pure: no database access)."""
         out = []
@@ -591,7 +591,7 @@ class SopEngine:
         """Turn the outbox's new rows into tasks now (`run_due` and the events do it first)."""
         self._fold_all()
 
-    # -- events from the host -------------------------------------------------------------------
+    # -- events from the host --------------------------------------------------------------------
     def enqueue(self, order_ids, customer_ids, leader_ids, outcomes, now=None, *, conn=None,
                 pickup_at=None, repeat=None) -> int:
         """`enqueue` for this playbook: into ``conn`` (not committed) or, without
@@ -696,7 +696,8 @@ class SopEngine:
             for c in cids:
                 rows = con.execute(
                     f"SELECT order_id, step, leader, pickup FROM sop_tasks INDEXED BY "
-                    f"sop_tasks_waiting WHERE sop=? AND customer=? AND state=2 AND step IN ({self._marks(names)})",
+                    f"sop_tasks_waiting WHERE sop=? AND customer=? AND state=2 AND step IN "
+                    f"({self._marks(names)})",
                     (self.sop, c, *names)).fetchall()
                 n += self._trigger(con, rows, t)
         return n
@@ -881,7 +882,7 @@ class SopEngine:
                         f"order_id=? AND state=2 AND step IN ({self._marks(names)})",
                         (DROPPED, f"{step_name} {why}", t, self.sop, order, *names))
 
-    # -- running due tasks ------------------------------------------------------------------------
+    # -- running due tasks -----------------------------------------------------------------------
     def _handled(self):
         return {name for name, s in self._steps.items()
                 if getattr(self.pm.hook, s.hook).get_hookimpls()}
@@ -1093,7 +1094,7 @@ class SopEngine:
                 con.executemany("INSERT OR REPLACE INTO sop_cap VALUES (?, ?, ?, ?)",
                                 [(sop, lead, h, c) for (lead, h), c in cap_used.items()])
 
-    # -- reading ------------------------------------------------------------------------------------
+    # -- reading ---------------------------------------------------------------------------------
     def _task(self, row):
         (order, step_name, leader, customer, state, due, deadline, expires, pickup, attempts,
          sent_at, done_at, late, note, error) = row
@@ -1155,7 +1156,7 @@ class SopEngine:
         return self.con.execute("SELECT count(*) FROM sop_log WHERE sop=?",
                                 (self.sop,)).fetchone()[0]
 
-    # -- the due list -------------------------------------------------------------------------------
+    # -- the due list ----------------------------------------------------------------------------
     def due_view(self, now=None, leader=None):
         """{leader: [(kind, Task)]} of what needs doing at ``now``, read only.
 
@@ -1218,7 +1219,7 @@ class SopEngine:
         return out
 
 
-# -- the command line -------------------------------------------------------------------------------
+# -- the command line ---------------------------------------------------------------------------
 def _local(t, z):
     return "-" if t is None else datetime.fromtimestamp(t, z).strftime("%m-%d %H:%M")
 
