@@ -126,14 +126,12 @@ def _check_feasible(plan, index, olat, olon, rem, active, radius, gmax):
     assert active[lead].all(), "inactive leader used"
     assert np.all(plan.distance_m[a] <= radius[lead]), "leader's own radius exceeded"
     assert np.all(plan.distance_m[a] <= gmax), "global range exceeded"
-    d_true, _ = index.query(olat[a], olon[a], k=m)
     rows, cols, d_all, _ = _full_edges(index, olat, olon, rem, active, radius, gmax)
     near = np.full(len(olat), np.inf)
     np.minimum.at(near, rows, d_all)
     np.testing.assert_array_equal(plan.nearest_distance_m, near)
     np.testing.assert_array_equal(plan.nearest, a & (plan.distance_m == near))
     # the reported metres are the index's metres to that leader
-    _, idx = index.query(olat[a], olon[a], k=m)
     d2, i2 = index.query(olat[a], olon[a], k=m)
     d2, i2 = d2.reshape(a.sum(), m), i2.reshape(a.sum(), m)
     got = d2[i2 == lead[:, None]]
