@@ -340,3 +340,37 @@ def test_as_a_module(tmp_path, leaders):
     assert r.returncode == 1, r.stderr
     assert "rows in 12 = out 2 + rejects 10" in r.stdout
     assert "Traceback" not in r.stderr
+
+
+def test_crs_column_in_the_leader_file_and_projected_orders(tmp_path):
+    ev = synth.city_event(40, 800, seed=9)
+    o_w, l_w = _city_files(tmp_path, ev, ev.order_lat, ev.order_lon, ev.leader_lat,
+                           ev.leader_lon, "wgs")
+    assert main(["assign", "--leaders", str(l_w), "--orders", str(o_w), "--out",
+                 str(tmp_path / "rw.csv"), "--quiet"]) == 0
+    # leaders: every other one in BD-09, named per row; empty cells are the file's system
+    systems = np.where(np.arange(ev.n_leaders) % 2 == 0, "bd09", "").astype(object)
+    l_lat, l_lon = ev.leader_lat.copy(), ev.leader_lon.copy()
+    k = systems == "bd09"
+    l_lat[k], l_lon[k] = transform(ev.leader_lat[k], ev.leader_lon[k], "wgs84", "bd09")
+    leaders = tmp_path / "mixed_leaders.csv"
+    pd.DataFrame({"leader_id": ev.leader_ids, "lat": l_lat, "lon": l_lon,
+                  "capacity": ev.capacity, "system": systems}).to_csv(
+        leaders, index=False, float_format="%.12f")
+    # orders: Web Mercator metres (northing in the lat column, easting in lon)
+    y, x = transform(ev.order_lat, ev.order_lon, "wgs84", "EPSG:3857")
+    o_m, _ = _city_files(tmp_path, ev, y, x, ev.leader_lat, ev.leader_lon, "merc")
+    assert main(["assign", "--leaders", str(leaders), "--orders", str(o_m), "--out",
+                 str(tmp_path / "rm.csv"), "--quiet", "--crs-col", "system",
+                 "--orders-crs", "EPSG:3857"]) == 0
+    rw = pd.read_csv(tmp_path / "rw.csv", dtype={"leader_id": str})
+    rm = pd.read_csv(tmp_path / "rm.csv", dtype={"leader_id": str})
+    assert (rw["leader_id"].fillna("") == rm["leader_id"].fillna("")).all()
+    np.testing.assert_allclose(rm["lat"], rw["lat"], atol=1e-7)
+    # a point that is fine in metres but not on Earth after conversion is a reject
+    bad = tmp_path / "bad_merc.csv"
+    bad.write_text("order_id,lat,lon\n1,3000000,13000000\n2,1e9,13000000\n")
+    assert main(["assign", "--leaders", str(l_w), "--orders", str(bad), "--out",
+                 str(tmp_path / "rb.csv"), "--quiet", "--orders-crs", "EPSG:3857"]) == 1
+    rej = read_rejects(tmp_path / "rb.rejects.csv")
+    assert [r["line"] for r in rej] == ["3"], rej

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import math
 import os
 import warnings
@@ -397,6 +398,7 @@ def read_leaders(path, cols=None, fmt=None, encoding="auto", crs="wgs84"):
             raise DumpError(where(j, c, df[c].iloc[j]) + " is not a finite number")
     systems = (_text(df[cols.crs].to_numpy(dtype=object)) if cols.crs
                else np.full(len(df), crs, dtype=object))
+    systems[np.equal(systems, None)] = crs     # an empty cell: the file's system
     wlat, wlon = np.empty(len(df)), np.empty(len(df))
     for s in sorted({str(v) for v in systems.tolist()}):
         rows = np.flatnonzero(systems.astype(str) == s)
@@ -859,7 +861,8 @@ class OrderReader:
         if systems is None:
             groups = [(self.crs, np.flatnonzero(reason == None))]
         else:
-            flag(np.equal(systems, None), f"{c.crs!r} missing")
+            systems = systems.copy()
+            systems[np.equal(systems, None)] = self.crs   # an empty cell: the file's system
             live = reason == None
             s_str = np.where(live, systems, "").astype(str)
             groups = [(s, np.flatnonzero(live & (s_str == s)))
@@ -879,6 +882,8 @@ class OrderReader:
             if rows.size == 0:
                 continue
             tl, tn = self._transform(la, lo, s, rows, m, flag)
+            if not degrees:
+                self._area_of_use(tl, tn, s, rows, m, flag)
             wlat[rows], wlon[rows] = tl, tn
         # after conversion, the WGS-84 point itself must be valid (projected input)
         live = reason == None
@@ -951,6 +956,33 @@ class OrderReader:
                                    for x in lo[bad_lon].tolist()]
             flag(_mask(m, rows[bad_lon]), full)
 
+    def _area_of_use(self, lat, lon, system, rows, m, flag):
+        """Flag converted points far outside the area a projected system is defined for.
+
+        PROJ inverts a projection for any numbers (a northing of 1e9 in Web
+        Mercator comes back as latitude 90), so a point in the wrong zone or
+        with a typo would land somewhere valid-looking.  The registry's area
+        of use, widened by :data:`AREA_MARGIN_DEG`, catches that.
+        """
+        box = _area(system)
+        if box is None:
+            return
+        w, south, e, north = box
+        g = AREA_MARGIN_DEG
+        inside_lat = (lat >= south - g) & (lat <= north + g)
+        if w <= e:
+            inside_lon = (lon >= w - g) & (lon <= e + g)
+        else:                                   # the area crosses the antimeridian
+            inside_lon = (lon >= w - g) | (lon <= e + g)
+        out = ~(inside_lat & inside_lon) & np.isfinite(lat)
+        if out.any():
+            full = np.full(m, None, dtype=object)
+            full[rows[out]] = [f"({a:.5f}, {b:.5f}) after conversion from {system} is outside "
+                               f"the area that system is defined for ({south:g}..{north:g} N, "
+                               f"{w:g}..{e:g} E): wrong system or zone?"
+                               for a, b in zip(lat[out].tolist(), lon[out].tolist())]
+            flag(_mask(m, rows[out]), full)
+
     def _transform(self, la, lo, system, rows, m, flag):
         from .geo import transform
         try:
@@ -965,6 +997,23 @@ class OrderReader:
             except ValueError as e:
                 flag(_mask(m, rows[k:k + 1]), f"cannot convert from {system}: {e}")
         return tl, tn
+
+
+#: Degrees by which a converted point may lie outside its projected system's
+#: area of use before it is rejected (the registry's areas are drawn tightly
+#: around the zones; points just beyond an edge are still good).
+AREA_MARGIN_DEG = 1.0
+
+
+@functools.lru_cache(maxsize=64)
+def _area(system):
+    """(west, south, east, north) of an EPSG system's area of use, or None."""
+    try:
+        from pyproj import CRS
+        a = CRS.from_user_input(system).area_of_use
+    except Exception:  # noqa: BLE001 -- no area known: nothing to check against
+        return None
+    return None if a is None else (a.west, a.south, a.east, a.north)
 
 
 def _column(series):
