@@ -374,3 +374,38 @@ def test_crs_column_in_the_leader_file_and_projected_orders(tmp_path):
                  str(tmp_path / "rb.csv"), "--quiet", "--orders-crs", "EPSG:3857"]) == 1
     rej = read_rejects(tmp_path / "rb.rejects.csv")
     assert [r["line"] for r in rej] == ["3"], rej
+
+
+def test_resume_after_an_interrupted_run_gives_the_one_shot_answer(tmp_path, capsys):
+    ev = synth.city_event(30, 600, seed=11, capacity_ratio=0.9)
+    o_all, leaders = _city_files(tmp_path, ev, ev.order_lat, ev.order_lon, ev.leader_lat,
+                                 ev.leader_lon, "all")
+    # the run that was cut off: only the first 250 orders reached the store
+    first = tmp_path / "first.csv"
+    pd.read_csv(o_all).head(250).to_csv(first, index=False, float_format="%.12f")
+    store = tmp_path / "event.sqlite"
+    common = ["--leaders", str(leaders), "--quiet", "--max-distance", "3000"]
+    assert main(["assign", "--orders", str(first), "--out", str(tmp_path / "r1.csv"),
+                 "--store", str(store)] + common) == 0
+    assert main(["assign", "--orders", str(o_all), "--out", str(tmp_path / "r2.csv"),
+                 "--store", str(store), "--resume"] + common) == 0
+    assert main(["assign", "--orders", str(o_all), "--out", str(tmp_path / "once.csv"),
+                 ] + common) == 0
+    resumed = pd.read_csv(tmp_path / "r2.csv", dtype={"leader_id": str})
+    once = pd.read_csv(tmp_path / "once.csv", dtype={"leader_id": str})
+    assert (resumed["leader_id"].fillna("") == once["leader_id"].fillna("")).all()
+    assert (resumed["outcome"] == once["outcome"]).all()
+    # the first run's assigned orders are marked as repeats, the rest are not
+    rep = resumed["reason"].str.contains("repeat", regex=False)
+    assert rep.sum() == (once.head(250)["leader_id"].notna()).sum()
+    assert not rep[250:].any()
+    # a resume needs a store that exists and the same leaders
+    capsys.readouterr()
+    assert main(["assign", "--orders", str(o_all), "--out", str(tmp_path / "r3.csv"),
+                 "--store", str(tmp_path / "nope.sqlite"), "--resume"] + common) == 2
+    assert "does not exist" in capsys.readouterr().err
+    other = tmp_path / "other_leaders.csv"
+    pd.read_csv(leaders).head(10).to_csv(other, index=False)
+    assert main(["assign", "--orders", str(o_all), "--out", str(tmp_path / "r4.csv"),
+                 "--store", str(store), "--resume", "--leaders", str(other)]) == 2
+    assert "does not match the event" in capsys.readouterr().err

@@ -146,7 +146,11 @@ def _assign_parser(sub):
     f.add_argument("--bindings", metavar="FILE",
                    help="customer bindings: a file with the customer and leader id columns")
     f.add_argument("--store", metavar="PATH",
-                   help="persist the event to this SQLite file (a new file)")
+                   help="persist the event to this SQLite file (a new file, or see --resume)")
+    f.add_argument("--resume", action="store_true",
+                   help="with --store: continue the event already in PATH after an "
+                        "interrupted run; orders it holds keep their recorded answer and "
+                        "take no slot; its leaders, rules and bindings are used")
     f.add_argument("--report", metavar="PNG", help="also draw the report map to this PNG")
     f.add_argument("--encoding", default="auto",
                    help="encoding of CSV inputs: auto (default: UTF-8 with or without BOM, "
@@ -215,10 +219,14 @@ def _dispatcher(args, leaders, bindings):
     rules = Rules(max_distance_m=args.max_distance, tie_tolerance_m=args.tie_tolerance,
                   capacity=args.capacity_mode)
     kw = {}
+    if args.resume and not args.store:
+        raise DumpError("--resume continues the event of a --store file: give --store PATH")
     if args.store:
         if "store" not in inspect.signature(Dispatcher).parameters:
             raise DumpError("--store needs a version of lbsdispatch whose Dispatcher takes "
                             "store= (this one does not)")
+        if args.resume:
+            return _resume(args, leaders, rules)
         kw["store"] = args.store
     try:
         return Dispatcher(leaders.ids, leaders.lat, leaders.lon, capacity=leaders.capacity,
@@ -226,6 +234,31 @@ def _dispatcher(args, leaders, bindings):
                           active=leaders.active, bindings=bindings, rules=rules, **kw)
     except ValueError as e:
         raise DumpError(f"cannot set up the dispatch: {e}") from None
+
+
+def _resume(args, leaders, rules):
+    """The dispatcher of the event in ``args.store``, checked against the leader file."""
+    from pathlib import Path
+
+    from . import Dispatcher
+    from .dumps import DumpError
+    if not Path(args.store).is_file():
+        raise DumpError(f"--resume: {args.store!r} does not exist (leave out --resume to "
+                        f"start a new event there)")
+    try:
+        disp = Dispatcher.open(args.store)
+    except ValueError as e:
+        raise DumpError(f"--resume: cannot open the event in {args.store!r}: {e}") from None
+    stored = sorted(str(v) for v in disp.leader_ids.tolist())
+    if stored != sorted(leaders.ids.tolist()):
+        disp.close()
+        raise DumpError(f"--resume: the leader file does not match the event in "
+                        f"{args.store!r} ({len(leaders)} leaders in the file, {len(stored)} in "
+                        f"the store, or different ids): is it the same event?")
+    if disp.rules != rules:
+        sys.stderr.write(f"lbsdispatch assign: warning: --resume keeps the stored rules "
+                         f"{disp.rules}; the options given ({rules}) are not used\n")
+    return disp
 
 
 class _Progress:
