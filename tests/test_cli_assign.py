@@ -409,3 +409,27 @@ def test_resume_after_an_interrupted_run_gives_the_one_shot_answer(tmp_path, cap
     assert main(["assign", "--orders", str(o_all), "--out", str(tmp_path / "r4.csv"),
                  "--store", str(store), "--resume", "--leaders", str(other)]) == 2
     assert "does not match the event" in capsys.readouterr().err
+
+
+def test_edge_files(tmp_path, leaders, capsys):
+    header_only = tmp_path / "h.csv"
+    header_only.write_text("order_id,lat,lon\n")
+    assert main(["assign", "--leaders", str(leaders), "--orders", str(header_only), "--out",
+                 str(tmp_path / "r0.csv")]) == 0
+    assert "rows in 0 = out 0 + rejects 0" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "r0.csv").shape == (0, 7)
+    crlf = tmp_path / "crlf.csv"
+    crlf.write_bytes(b"order_id,lat,lon\r\nA,30.27,120.15\r\n\r\nB,30.2x,120.16\r\n")
+    assert main(["assign", "--leaders", str(leaders), "--orders", str(crlf), "--out",
+                 str(tmp_path / "r1.csv")]) == 1
+    assert [r["line"] for r in read_rejects(tmp_path / "r1.rejects.csv")] == ["4"]
+    no_leaders = tmp_path / "nl.csv"
+    no_leaders.write_text("leader_id,lat,lon\n")
+    assert main(["assign", "--leaders", str(no_leaders), "--orders", str(crlf), "--out",
+                 str(tmp_path / "r2.csv")]) == 1
+    captured = capsys.readouterr()
+    assert "has no leaders" in captured.err
+    assert list(pd.read_csv(tmp_path / "r2.csv")["outcome"]) == ["OUT_OF_RANGE"]
+    assert main(["assign", "--leaders", str(leaders), "--orders", str(crlf), "--out",
+                 str(tmp_path / "no" / "such" / "dir.csv")]) == 2
+    assert "cannot write" in capsys.readouterr().err

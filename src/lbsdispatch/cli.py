@@ -340,6 +340,10 @@ def assign(args, out=None):
         bindings = read_bindings(args.bindings, args.customer_col, args.leader_id_col,
                                  encoding=args.encoding)
     disp = _dispatcher(args, leaders, bindings)
+    lid_text = np.array([str(v) for v in disp.leader_ids.tolist()] + [None], dtype=object)
+    if len(leaders) == 0:
+        err.write(f"lbsdispatch assign: warning: the leaders file {args.leaders!r} has no "
+                  f"leaders: every order will be OUT_OF_RANGE\n")
 
     ocols = OrderColumns(args.order_id_col, args.lat_col, args.lon_col, args.customer_col,
                          args.chosen_col, args.crs_col if crs_in.get("orders") else None)
@@ -386,7 +390,9 @@ def assign(args, out=None):
             else:
                 keep = slice(None)
             counts += np.bincount(outcome[keep].astype(np.intp), minlength=len(Outcome))
-            leader_id = res.leader_id[keep]
+            # leader ids as text from the positions (-1: none); the dispatcher's own
+            # leader_id column is int64 when it has no leaders at all
+            leader_id = lid_text[res.leader_index[keep]]
             names = np.array([o.name for o in Outcome], dtype=object)
             cols = {"order_id": ch.order_id[rows], "leader_id": leader_id,
                     "distance_m": np.round(res.distance_m[keep], 1),
@@ -550,11 +556,18 @@ def main(argv=None):
     except DumpError as e:         # a file or an option the run cannot use
         sys.stderr.write(f"lbsdispatch {args.command}: error: {e}\n")
         return 2
-    except ValueError as e:        # bad option values: say so, no traceback
-        parser.exit(2, f"lbsdispatch: error: {e}\n")
     except BrokenPipeError:        # e.g. `lbsdispatch demo | head`
         sys.stderr.close()
         return 0
+    except OSError as e:           # disk full, permission denied, ... while reading or writing
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        sys.stderr.write(f"lbsdispatch {args.command}: error: {e.strerror or e}{where}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"lbsdispatch {args.command}: interrupted\n")
+        return 130
+    except ValueError as e:        # bad option values: say so, no traceback
+        parser.exit(2, f"lbsdispatch: error: {e}\n")
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 
