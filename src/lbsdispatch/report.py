@@ -24,8 +24,16 @@ import numpy as np
 
 from .dumps import DumpError, detect_format, require, sniff_encoding
 
-__all__ = ["LeaderLoad", "Cluster", "Summary", "load_result", "summarise",
-           "out_of_range_clusters", "render_png", "render_html"]
+__all__ = [
+    "Cluster",
+    "LeaderLoad",
+    "Summary",
+    "load_result",
+    "out_of_range_clusters",
+    "render_html",
+    "render_png",
+    "summarise",
+]
 
 _M_PER_DEG = 111_195.08         # metres per degree of latitude on the mean sphere
 _ASSIGNED = ("NEAREST", "SPILLOVER", "STICKY", "CHOSEN")
@@ -258,7 +266,7 @@ def summarise(result, leaders=None, cluster_m=2_000.0):
         lid = result["leader_id"].to_numpy(dtype=object)[assigned]
         _, per = np.unique(lid.astype(str), return_counts=True) if lid.size else (None,
                                                                                 np.zeros(0))
-        L["n"] = int(len(per))
+        L["n"] = len(per)
         L["note"] = "leaders with orders; give --leaders for capacities and empty leaders"
         L["load_percentiles"] = {k: float(np.percentile(per, q)) if len(per) else 0.0
                                  for k, q in qs}
@@ -329,8 +337,23 @@ def render_png(result, leaders, path, summary=None, size=(10.0, 8.0), dpi=100):
         ax.set_xlabel("longitude (WGS-84)")
         ax.set_ylabel("latitude (WGS-84)")
         ax.grid(True, linewidth=0.3, alpha=0.5)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper right", fontsize=8, markerscale=3, framealpha=0.85)
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            # the legend shows every marker at one readable size, whatever the
+            # map's dot size and the leaders' loads
+            from matplotlib.lines import Line2D
+            keys = []
+            for h in handles:
+                fc = h.get_facecolor()
+                ec = h.get_edgecolor()
+                face = fc[0] if len(fc) else "none"
+                edge = ec[0] if len(ec) else face
+                lw = np.atleast_1d(h.get_linewidths())
+                keys.append(Line2D([], [], linestyle="none",
+                                   marker="X" if "cluster" in h.get_label() else "o",
+                                   markersize=7, markerfacecolor=face, markeredgecolor=edge,
+                                   markeredgewidth=float(lw[0]) if len(lw) else 0.0))
+            ax.legend(keys, labels, loc="upper right", fontsize=8, framealpha=0.85)
         fig.tight_layout()
         fig.savefig(path, format="png", dpi=dpi)
     finally:
