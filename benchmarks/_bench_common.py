@@ -34,9 +34,26 @@ import sys
 from pathlib import Path
 
 from lbsdispatch.bench import (  # noqa: F401 -- re-exported for the benchmark scripts
-    BALLTREE_SUBSET, EVENTS, LABELS, SCALAR_CALLS, Data, PykdtreeWorker, _openmp_threads,
-    _worker_main, balltree_orders, batch_query, best_time, build, build_fn, calibrate, load,
-    omp_env, scalar_latency_ns, scalar_points, time_loop, versions,
+    BALLTREE_SUBSET,
+    EVENTS,
+    LABELS,
+    SCALAR_CALLS,
+    Data,
+    PykdtreeWorker,
+    _openmp_threads,
+    _worker_main,
+    balltree_orders,
+    batch_query,
+    best_time,
+    build,
+    build_fn,
+    calibrate,
+    load,
+    omp_env,
+    scalar_latency_ns,
+    scalar_points,
+    time_loop,
+    versions,
 )
 
 HERE = Path(__file__).resolve().parent

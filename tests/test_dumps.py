@@ -4,8 +4,16 @@ import pytest
 
 pd = pytest.importorskip("pandas")
 
-from lbsdispatch.dumps import (DumpError, LeaderColumns, OrderColumns, OrderReader,  # noqa: E402
-                               SeenIds, read_bindings, read_leaders, sniff_encoding)
+from lbsdispatch.dumps import (
+    DumpError,
+    LeaderColumns,
+    OrderColumns,
+    OrderReader,
+    SeenIds,
+    read_bindings,
+    read_leaders,
+    sniff_encoding,
+)
 
 
 def test_sniff_encoding(tmp_path):
@@ -15,10 +23,10 @@ def test_sniff_encoding(tmp_path):
     assert sniff_encoding(p, "utf-8") == "utf-8-sig"     # the mark is never a column name
     p.write_bytes("名字,b\n张三,2\n".encode("gbk"))
     assert sniff_encoding(p) == "gb18030"
-    p.write_bytes("名字,b\n张三,2\n".encode("utf-8"))
+    p.write_bytes("名字,b\n张三,2\n".encode())
     assert sniff_encoding(p) == "utf-8"
     # a multi-byte character cut by the 64 KiB sample is not a reason to give up UTF-8
-    p.write_bytes(b"a\n" + ("x" * 65535).encode() + "张".encode("utf-8") * 10)
+    p.write_bytes(b"a\n" + ("x" * 65535).encode() + "张".encode() * 10)
     assert sniff_encoding(p) == "utf-8"
     with pytest.raises(DumpError, match="not an encoding"):
         sniff_encoding(p, "klingon-8")
