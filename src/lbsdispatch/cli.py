@@ -480,6 +480,8 @@ def _report_parser(sub):
 
 def report(args, out=None):
     """Run ``lbsdispatch report``; returns the exit code."""
+    from pathlib import Path
+
     from .dumps import LeaderColumns, read_leaders, require
     from .report import LeaderLoad, load_result, render_html, render_png, summarise
     out = sys.stdout if out is None else out
@@ -496,11 +498,13 @@ def report(args, out=None):
         ll = LeaderLoad.from_result(t.ids, t.lat, t.lon, res, t.capacity)
     s = summarise(res, ll, cluster_m=args.cluster_m)
     out.write(s.text())
+    png = None
     if args.png:
         render_png(res, ll, args.png, summary=s)
+        png = Path(args.png).read_bytes()     # drawn once, also for the HTML
         out.write(f"map: {args.png}\n")
     if args.html:
-        render_html(res, ll, args.html, summary=s)
+        render_html(res, ll, args.html, summary=s, png=png)
         out.write(f"html: {args.html}\n")
     return 0
 

@@ -360,13 +360,18 @@ def render_png(result, leaders, path, summary=None, size=(10.0, 8.0), dpi=100):
         plt.close(fig)
 
 
-def render_html(result, leaders, path, summary=None):
-    """One self-contained HTML file: the summary text and the map (PNG inline)."""
+def render_html(result, leaders, path, summary=None, png=None):
+    """One self-contained HTML file: the summary text and the map (PNG inline).
+
+    ``png``: the map's PNG bytes if already drawn (else it is drawn here).
+    """
     if summary is None:
         summary = summarise(result, leaders)
-    buf = io.BytesIO()
-    render_png(result, leaders, buf, summary=summary)
-    img = base64.b64encode(buf.getvalue()).decode("ascii")
+    if png is None:
+        buf = io.BytesIO()
+        render_png(result, leaders, buf, summary=summary)
+        png = buf.getvalue()
+    img = base64.b64encode(png).decode("ascii")
     doc = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
            "<title>lbsdispatch report</title></head><body>\n"
            "<h1>lbsdispatch report</h1>\n"
