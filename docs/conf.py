@@ -27,7 +27,6 @@ root_doc = "index"
 exclude_patterns = ["_build"]
 # Markdown pages link to each other and to code by relative paths
 myst_heading_anchors = 3
-suppress_warnings = ["myst.xref_missing"]
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"

@@ -735,7 +735,8 @@ def test_empty_batch():
     assert res.counts() == {o: 0 for o in Outcome}
     assert len(res.to_frame()) == 0
     assert list(res.to_frame().columns) == ["order_id", "leader_id", "distance_m", "outcome",
-                                            "reason", "n_full_nearer", "customer_id", "repeat"]
+                                            "reason", "n_full_nearer", "customer_id", "repeat",
+                                            "given_up_m"]
     res = d.assign_batch(np.zeros(0), np.zeros(0), order_ids=[], customer_ids=[],
                          chosen_leaders=[])
     assert len(res) == 0

@@ -35,6 +35,7 @@ class Outcome(enum.IntEnum):
     OUT_OF_RANGE = 4   #: no active leader within range
     ALL_FULL = 5       #: active leaders within range, all full
     INVALID = 6        #: the order could not be read (see the reason)
+    REBALANCED = 7     #: optimal mode: a farther leader, so that the plan serves more orders or walks less (see ``given_up_m``)
 
 
 class Refusal(enum.IntEnum):
@@ -58,6 +59,7 @@ _OUTCOME_TEXT = {
     Outcome.CHOSEN: "the buyer's chosen pickup point",
     Outcome.OUT_OF_RANGE: "no active leader within range",
     Outcome.ALL_FULL: "all leaders within range are full",
+    Outcome.REBALANCED: "optimal plan: a farther leader, for more orders placed or less walking",
 }
 _REFUSAL_TEXT = {
     Refusal.NONE: "",
@@ -140,13 +142,16 @@ class BatchResult:
     repeat : ndarray of bool
         The order id was already assigned: the row is its recorded answer
         and nothing changed (see :meth:`Dispatcher.assign_batch`).
+    given_up_m : ndarray of float64
+        Optimal mode: metres beyond the nearest eligible leader an order
+        walks for the plan (REBALANCED rows); 0 elsewhere.
     """
 
     __slots__ = ("order_id", "leader_id", "leader_index", "distance_m", "outcome", "refusal",
-                 "n_full_nearer", "customer_id", "repeat")
+                 "n_full_nearer", "customer_id", "repeat", "given_up_m")
 
     def __init__(self, order_id, leader_id, leader_index, distance_m, outcome, refusal,
-                 n_full_nearer, customer_id=None, repeat=None):
+                 n_full_nearer, customer_id=None, repeat=None, given_up_m=None):
         n = len(outcome)
         self.order_id = order_id
         self.leader_id = leader_id
@@ -159,6 +164,7 @@ class BatchResult:
             customer_id = np.full(n, None, dtype=object)
         self.customer_id = customer_id
         self.repeat = np.zeros(n, dtype=bool) if repeat is None else repeat
+        self.given_up_m = np.zeros(n) if given_up_m is None else given_up_m
 
     def __len__(self):
         return len(self.outcome)
@@ -190,6 +196,7 @@ class BatchResult:
             "n_full_nearer": self.n_full_nearer,
             "customer_id": self.customer_id,
             "repeat": self.repeat,
+            "given_up_m": self.given_up_m,
         })
 
     def __getitem__(self, i):
@@ -345,6 +352,11 @@ class Dispatcher:
     clock : callable, optional
         Returns the time in epoch seconds (default ``time.time``): dates
         bindings and merges.  ``now=`` on ``assign``/``assign_batch`` wins.
+    sop : str or None, default "default"
+        With a store: the SOP playbook every new assignment starts (its outbox
+        rows are written in the assignment's own transaction, and a released
+        order's remaining steps are dropped); run the steps with
+        :class:`lbsdispatch.sop.SopEngine` on the same file.  ``None``: no SOP.
 
     Notes
     -----
@@ -356,7 +368,8 @@ class Dispatcher:
 
     def __init__(self, leader_ids, lat, lon, capacity=None, radius_m=None, priority=None,
                  active=None, bindings=None, rules=None, leafsize=16, *, identity=None,
-                 binding_mode="first", expire_days=None, store=None, clock=None):
+                 binding_mode="first", expire_days=None, store=None, clock=None,
+                 sop="default"):
         self.rules = Rules() if rules is None else rules
         if not isinstance(self.rules, Rules):
             raise ValueError(f"rules must be a Rules, got {type(rules).__name__}")
@@ -394,7 +407,7 @@ class Dispatcher:
         self._merge_sink = None
         if store is not None:
             from .store import SQLiteStore
-            self._store = SQLiteStore.create(store, self)
+            self._store = SQLiteStore.create(store, self, sop=sop)
 
     # -- construction helpers ------------------------------------------------------
     def _setup(self, index, cap, load, active, radius, priority):
@@ -524,10 +537,12 @@ class Dispatcher:
             raise KeyError(f"unknown leader id {leader_id!r}")
         return i
 
-    def _commit(self, orders=None, leaders=(), all_leaders=False, bindings_reset=False):
-        """Persist what a call changed, in one transaction (no-op in memory)."""
+    def _commit(self, orders=None, leaders=(), all_leaders=False, bindings_reset=False,
+                now=None):
+        """Persist what a call changed, in one transaction (no-op in memory); ``now``
+        (epoch seconds) dates the SOP start of new assignments."""
         if self._store is not None:
-            self._store.commit(self, orders, leaders, all_leaders, bindings_reset)
+            self._store.commit(self, orders, leaders, all_leaders, bindings_reset, now)
 
     def set_active(self, leader_id, active=True):
         """Switch a leader on or off; its current orders stay (see :meth:`reassign_orders_of`)."""
@@ -814,7 +829,8 @@ class Dispatcher:
         if self._store is not None:
             self._commit(orders=_OneOrder(order_id, customer_id, pos, dist, outcome, refusal,
                                           la, lo, chosen, n_full, log.next_seq - 1),
-                         leaders=(pos,) if pos >= 0 else ())
+                         leaders=(pos,) if pos >= 0 else (),
+                         now=self._time(now) if t is None else t)
         # tuple.__new__ directly: the NamedTuple's own __new__ is a Python function
         # and would double the cost of the whole call
         return _tuple_new(Assignment, (order_id, lid, dist, _OUTCOMES[outcome],
@@ -839,8 +855,8 @@ class Dispatcher:
                           _py(rec["customer"]), True)
 
     def assign_batch(self, lat, lon, order_ids=None, customer_ids=None, chosen_leaders=None,
-                     identifiers=None, now=None):
-        """Assign a batch of orders, exactly as ``assign`` on each in input order.
+                     identifiers=None, now=None, mode="greedy", objective="total"):
+        """Assign a batch of orders: by default exactly as ``assign`` on each in input order.
 
         Parameters
         ----------
@@ -859,6 +875,20 @@ class Dispatcher:
             a customer id and identifiers.
         now : float or datetime, optional
             Time of the batch (default: the dispatcher's clock).
+        mode : {"greedy", "optimal"}, default "greedy"
+            ``"greedy"``: first come, first served, equal to ``assign`` one
+            by one.  ``"optimal"``: the whole dump at once -- bound customers
+            and chosen pickup points are served first as in greedy, then a
+            min-cost-flow plan places the rest: as many orders as capacity
+            and ranges allow, then the least total distance (see
+            :func:`lbsdispatch.optimal.solve`).  An order the plan sends past
+            its nearest eligible leader is REBALANCED, with the metres given
+            up in ``BatchResult.given_up_m``.  Several orders of one customer
+            in the batch are planned independently; the binding written is
+            that of the customer's first assigned order (mode "first").
+        objective : {"total", "bottleneck"}, default "total"
+            Optimal mode only: least total distance, or least worst distance
+            first and then least total.
 
         Returns
         -------
@@ -872,6 +902,10 @@ class Dispatcher:
         unassigned earlier is dispatched again.  With a store the whole call
         is one transaction.
         """
+        if mode not in ("greedy", "optimal"):
+            raise ValueError(f"mode must be 'greedy' or 'optimal', got {mode!r}")
+        if objective not in ("total", "bottleneck"):
+            raise ValueError(f"objective must be 'total' or 'bottleneck', got {objective!r}")
         if lon is None and hasattr(lat, "columns"):
             df = lat
             lat, lon = df["lat"].to_numpy(), df["lon"].to_numpy()
@@ -966,6 +1000,15 @@ class Dispatcher:
         # that row is dispatched (exactly as one assign after another).
         cuts = sorted({r for r, _, _ in merges})
         bounds = [0] + [c for c in cuts if c > 0] + [n]
+        given_up = None
+        if mode == "optimal":
+            # one plan for the whole dump: the merges all apply before it
+            bounds = [0, 0]
+            for _, sv, ab in merges:
+                self.bindings.on_merge(sv, ab, t)
+            merges = ()
+            given_up = self._dispatch_optimal(lat_a, lon_a, chosen, skip, cust_list, t,
+                                              objective, leader, dist, outcome, refusal, n_full)
         k = 0
         for s, e in zip(bounds, bounds[1:]):
             while k < len(merges) and merges[k][0] <= s:
@@ -991,7 +1034,7 @@ class Dispatcher:
         self._log.add_many(oids[ok], leader[ok], lat_a[ok], lon_a[ok], cust_col[ok], chosen[ok],
                            None, dist[ok], outcome[ok], refusal[ok], n_full[ok])
         res = BatchResult(oids, self._leader_ids_of(leader), leader, dist, outcome, refusal,
-                          n_full, cust_col, repeat)
+                          n_full, cust_col, repeat, given_up)
         if self._store is not None:
             # every order that went in with a usable id (not a repeat): assigned
             # or with its reason
@@ -1000,7 +1043,8 @@ class Dispatcher:
                 keep &= (invalid != 4) & (invalid != 7) & (invalid != 5)
             self._commit(orders=_BatchOrders(res, keep, ok, lat_a, lon_a, chosen,
                                              self._log.next_seq),
-                         leaders=np.unique(leader[ok]).tolist())
+                         leaders=np.unique(leader[ok]).tolist(),
+                         now=self._time(now) if t is None else t)
         return res
 
     def _is_kind(self, name):
@@ -1038,6 +1082,105 @@ class Dispatcher:
                 cs = [cs[j] for j in keep]
             if cs:
                 self.bindings.record_many(cs, [ids[p] for p in seg[rows].tolist()], t)
+
+    def _dispatch_optimal(self, lat, lon, chosen, skip, cust_list, t, objective, leader, dist,
+                          outcome, refusal, n_full):
+        """Optimal mode of ``assign_batch`` over the rows not skipped; fills the
+        outputs, takes the slots, writes bindings; returns the metres given up."""
+        from .optimal import solve
+
+        n = len(lat)
+        given_up = np.zeros(n)
+        core = self._core
+        override = self.bindings.mode == "override"
+        bound = (self._bound_positions(cust_list, t) if cust_list is not None
+                 else np.full(n, _NO_LEADER, dtype=np.intp))
+        # 1. chosen pickup points and bound customers first, as greedy serves them
+        pinned = ~skip & ((chosen != _NO_LEADER) | (bound != _NO_LEADER))
+        if pinned.any():
+            core.assign_many(lat, lon, chosen, bound, np.full(n, -1, dtype=np.intp), override,
+                             (~pinned).view(np.uint8), leader, dist, outcome, refusal, n_full)
+            # a refused choice or binding fell through to the nearest leader:
+            # give that slot back and let the plan place the order
+            fell = pinned & (leader >= 0) & (outcome != Outcome.CHOSEN) \
+                & (outcome != Outcome.STICKY)
+            for p in leader[fell].tolist():
+                core.release(p)
+            leader[fell] = -1
+            pool = ~skip & (~pinned | fell | (leader < 0))
+        else:
+            pool = ~skip
+        # 2. the plan for the rest, on the capacity left
+        rows = np.flatnonzero(pool)
+        if rows.size:
+            loads, caps = core.loads(), core.capacities()
+            remaining = np.maximum(caps - loads, 0) if self.rules.capacity == "strict" \
+                else np.full(self.n_leaders, n, dtype=np.int64)
+            r = self.rules
+            plan = solve(lat[rows], lon[rows], self.index, remaining, core.actives(),
+                         self._radius, r.max_distance_m, self._tie_ranks(loads, caps),
+                         objective)
+            got = plan.leader >= 0
+            take = rows[got]
+            leader[take] = plan.leader[got]
+            dist[take] = plan.distance_m[got]
+            near = plan.nearest[got]
+            outcome[take] = np.where(near, Outcome.NEAREST, Outcome.REBALANCED)
+            given_up[take] = np.where(near, 0.0,
+                                      plan.distance_m[got] - plan.nearest_distance_m[got])
+            n_full[take] = 0
+            counts = np.bincount(plan.leader[got], minlength=self.n_leaders)
+            for i in np.flatnonzero(counts).tolist():
+                core.set_leader(i, None, int(loads[i] + counts[i]), None)
+            # 3. what the plan could not place: the greedy search names why
+            # (with every reachable slot taken it finds no leader with room)
+            left = rows[~got]
+            if left.size:
+                mask = np.ones(n, dtype=bool)
+                mask[left] = False
+                out = (np.empty(n, dtype=np.intp), np.empty(n), np.empty(n, dtype=np.int8),
+                       np.empty(n, dtype=np.int8), np.empty(n, dtype=np.int32))
+                core.assign_many(lat, lon, np.full(n, _NO_LEADER, dtype=np.intp),
+                                 np.full(n, _NO_LEADER, dtype=np.intp),
+                                 np.full(n, -1, dtype=np.intp), False, mask.view(np.uint8),
+                                 *out)
+                if (out[0][left] >= 0).any():       # the plan's count was not maximal
+                    raise AssertionError("optimal plan left an order that a leader in "
+                                         "range could still take")
+                outcome[left] = out[2][left]
+                dist[left] = np.inf
+                n_full[left] = 0
+                # a refusal of the choice or binding stays on the row
+        # 4. bindings: each customer's first assigned order of the batch
+        if cust_list is not None:
+            ids = self._id_list
+            cs, ls = [], []
+            for i in np.flatnonzero(leader >= 0).tolist():
+                if cust_list[i] is not None:
+                    cs.append(cust_list[i])
+                    ls.append(ids[leader[i]])
+            if cs:
+                self.bindings.record_many(cs, ls, t)
+        return given_up
+
+    def _tie_ranks(self, loads, caps):
+        """Each leader's place in the tie rule (Rules.tie_break) before a batch."""
+        keys = []
+        for key in self.rules.tie_break:
+            if key == "load":
+                # load / capacity; exact in long double for counts below 2**31,
+                # and a capacity of 0 is an infinite ratio, as in the core
+                ratio = np.full(len(loads), np.inf, dtype=np.longdouble)
+                nz = caps > 0
+                ratio[nz] = loads[nz].astype(np.longdouble) / caps[nz].astype(np.longdouble)
+                keys.append(ratio)
+            elif key == "priority":
+                keys.append(-self._priority)
+        keys.append(np.asarray(_ranks(self._ids, len(self._ids))[1]))
+        order = np.lexsort(keys[::-1])
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        return rank
 
     def _fill_repeats(self, rows, oids, leader, dist, outcome, refusal, n_full, cust_col):
         """Rows of order ids already assigned: their recorded answer."""
@@ -1155,7 +1298,7 @@ class Dispatcher:
         pos = int(self._log.get(*where, "leader"))
         self._core.release(pos)
         if self._store is not None:
-            self._commit(orders=_Released(_py(order_id)), leaders=(pos,))
+            self._commit(orders=_Released(_py(order_id)), leaders=(pos,), now=self._time(None))
         return self._ids[pos].item()
 
     def orders_of(self, leader_id):

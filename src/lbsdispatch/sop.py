@@ -56,10 +56,11 @@ STATES = ("pending", "postponed", "waiting", "done", "dead", "expired", "dropped
 _STATE_CODE = {n: i for i, n in enumerate(STATES)}
 
 # Outcomes of lbsdispatch.dispatch.Outcome (kept as numbers so that this module
-# does not import the dispatcher): 0-3 assigned, STICKY = a returning customer
-# kept their leader.
+# does not import the dispatcher): 0-3 and 7 (REBALANCED, optimal mode)
+# assigned, STICKY = a returning customer kept their leader.
 _STICKY = 2
 _ASSIGNED_MAX = 3
+_REBALANCED = 7
 
 _LOG_ASSIGNED, _LOG_EXIT = 0, 1
 
@@ -205,7 +206,7 @@ def enqueue(conn: sqlite3.Connection, order_ids, customer_ids, leader_ids, outco
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
                 raise ValueError(f"outcomes[{i}] = {v!r}: must be an Outcome code (int)")
         oc = np.asarray(vals, dtype=np.int64)
-    keep = (oc >= 0) & (oc <= _ASSIGNED_MAX)
+    keep = ((oc >= 0) & (oc <= _ASSIGNED_MAX)) | (oc == _REBALANCED)
     if repeat is not None:
         rep = np.asarray(repeat, dtype=bool)
         if rep.shape != (n,):

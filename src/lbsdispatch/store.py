@@ -107,11 +107,18 @@ class SQLiteStore:
         self._n_baudit = 0         # binding audit records already written
         self._bindings = None      # the Bindings object whose changes are tracked
         self._id_config = None     # JSON of the graph's configuration as written
+        self.sop = None            # playbook new assignments start (None: no SOP)
 
     # -- opening -----------------------------------------------------------------
     @classmethod
-    def create(cls, path, disp):
-        """A new store holding ``disp``'s whole state; refuses a file with an event."""
+    def create(cls, path, disp, sop="default"):
+        """A new store holding ``disp``'s whole state; refuses a file with an event.
+
+        ``sop`` names the playbook whose outbox rows each new assignment writes
+        (None: none).
+        """
+        if sop is not None and (not isinstance(sop, str) or not sop):
+            raise ValueError(f"sop must be a playbook name or None, got {sop!r}")
         try:
             con = _connect(path, create=True)
             if _holds_event(con):
@@ -131,7 +138,11 @@ class SQLiteStore:
                 if stmt.strip():
                     con.execute(stmt)
             self._put_meta({"format": FORMAT, "rules": json.dumps(d["rules"]),
-                            "leafsize": d["leaders"]["leafsize"]})
+                            "leafsize": d["leaders"]["leafsize"], "sop": sop or ""})
+            if sop is not None:
+                from . import sop as _sop
+                _sop.ensure_schema(con)
+            self.sop = sop
             self._write_leaders(disp, range(disp.n_leaders))
             O = d["orders"]
             rows = [(O["order_id"][k], O["customer"][k], O["leader"][k], O["dist"][k],
@@ -193,20 +204,43 @@ class SQLiteStore:
     def _transaction(self):
         return self._Tx(self.con)
 
-    def commit(self, disp, orders, leaders, all_leaders=False, bindings_reset=False):
-        """Write one call's changes in one transaction."""
+    def commit(self, disp, orders, leaders, all_leaders=False, bindings_reset=False,
+               now=None):
+        """Write one call's changes in one transaction (with the SOP outbox rows of
+        new assignments and cancellations, dated ``now``)."""
         with self._transaction():
             if orders is not None:
                 if type(orders).__name__ == "_Released":
                     self.con.execute("UPDATE orders SET state=0 WHERE order_id=?",
                                      (orders.order_id,))
+                    if self.sop is not None:
+                        from . import sop as _sop
+                        _sop.enqueue_exits(self.con, [orders.order_id], now, sop=self.sop)
                 else:
                     self.con.executemany(_ORDER_SQL, orders.rows())
+                    self._start_sop(disp, orders, now)
             if all_leaders:
                 leaders = range(disp.n_leaders)
             if len(leaders):
                 self._write_leaders(disp, leaders)
             self._write_state(disp, bindings_reset)
+
+    def _start_sop(self, disp, orders, now):
+        """Outbox rows of the orders a call assigned (not of a reassignment: the
+        customer met their leader already; not of repeats)."""
+        kind = type(orders).__name__
+        if self.sop is None or (kind == "_BatchOrders" and orders.seq is not None):
+            return
+        from . import sop as _sop
+        if kind == "_OneOrder":
+            if orders.pos < 0:
+                return
+            _sop.enqueue(self.con, [orders.order_id], [orders.customer],
+                         [disp._id_list[orders.pos]], [int(orders.outcome)], now, sop=self.sop)
+        else:
+            res = orders.res
+            _sop.enqueue(self.con, res.order_id, res.customer_id, res.leader_id, res.outcome,
+                         now, sop=self.sop, repeat=res.repeat)
 
     # -- writing -----------------------------------------------------------------------
     def _put_meta(self, kv):
@@ -293,6 +327,7 @@ class SQLiteStore:
         meta = dict(con.execute("SELECT key, value FROM meta"))
         if meta.get("format") != FORMAT:
             raise ValueError(f"{self.path}: unknown store format {meta.get('format')!r}")
+        self.sop = meta.get("sop") or None      # stores written before SOP have none
         L = con.execute("SELECT leader_id, lat, lon, capacity, load, active, radius, priority "
                         "FROM leaders ORDER BY pos").fetchall()
         cols = list(zip(*L)) if L else [[]] * 8
