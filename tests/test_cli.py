@@ -7,20 +7,40 @@ import pytest
 from lbsdispatch.cli import main
 
 
-def test_demo_prints_every_order_accounted_for(capsys):
-    assert main(["demo", "--leaders", "40", "--orders", "2000", "--seed", "3"]) == 0
+def test_demo_runs_the_whole_job(capsys, tmp_path):
+    """Identities, bindings, dispatch into a SQLite store, the SOP's first hour, the
+    report files; every order accounted for, and the store reopens equal."""
+    from lbsdispatch import Dispatcher
+
+    assert main(["demo", "--leaders", "40", "--orders", "2000", "--seed", "3",
+                 "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "40 leaders, 2000 orders" in out
-    counts = [int(line.split()[1].replace(",", "")) for line in out.splitlines()
+    counts = {line.split()[0]: int(line.split()[1].replace(",", ""))
+              for line in out.splitlines()
               if line.strip().split(" ")[0] in ("NEAREST", "SPILLOVER", "OUT_OF_RANGE",
-                                                "ALL_FULL", "STICKY", "CHOSEN", "INVALID")]
-    assert sum(counts) == 2000          # nothing lost: every order has one outcome
-    assert "dispatch batch" in out
+                                                "ALL_FULL", "STICKY", "CHOSEN", "INVALID")}
+    assert sum(counts.values()) == 2000        # nothing lost: every order has one outcome
+    assert counts.get("STICKY", 0) > 0         # returning customers kept their leader
+    assigned = sum(v for k, v in counts.items() if k in ("NEAREST", "SPILLOVER", "STICKY"))
+    new = assigned - counts.get("STICKY", 0)
+    sop = {line.split()[0]: int(line.split()[1].replace(",", "")) for line in out.splitlines()
+           if line.strip().startswith("on_")}
+    assert sop["on_new_neighbor"] == new       # every new neighbour announced, once
+    store = tmp_path / "event.sqlite"
+    assert f"event store: {store}" in out
+    d = Dispatcher.open(store)
+    assert int(d.loads().sum()) == assigned
+    d.close()
+    png = tmp_path / "report.png"
+    assert (tmp_path / "result.csv").is_file() and png.is_file()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_demo_as_a_module():
+def test_demo_as_a_module(tmp_path):
     r = subprocess.run([sys.executable, "-m", "lbsdispatch", "demo", "--leaders", "20",
-                        "--orders", "500"], capture_output=True, text=True, timeout=120, check=False)
+                        "--orders", "500", "--dir", str(tmp_path)], capture_output=True, text=True, timeout=120,
+                       check=False)
     assert r.returncode == 0, r.stderr
     assert "20 leaders, 500 orders" in r.stdout
 

@@ -17,9 +17,12 @@ def build_parser():
         description="Assign livestream orders to community group-buying leaders by location.")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="dispatch a synthetic city event and print a summary",
-                       description="Build a synthetic city event (a Hangzhou-sized city), "
-                                   "index its leaders, dispatch every order under the default "
-                                   "rules and print what happened, with timings.")
+                       description="Build a synthetic city event (a Hangzhou-sized city) "
+                                   "with buyers' identifiers from several channels and last "
+                                   "month's customers, dispatch every order against a SQLite "
+                                   "event store, run the first hour of the default SOP "
+                                   "through a host plugin, and print what happened, with "
+                                   "timings and where the files are.")
     d.add_argument("--leaders", type=int, default=800, help="number of leaders (default 800)")
     d.add_argument("--orders", type=int, default=20_000, help="number of orders (default 20000)")
     d.add_argument("--capacity-ratio", type=float, default=1.15,
@@ -27,9 +30,14 @@ def build_parser():
     d.add_argument("--max-distance", type=float, default=5_000.0,
                    help="global radius in metres (default 5000)")
     d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d.add_argument("--dir", metavar="DIR",
+                   help="folder for the event store and the report (default: a new "
+                        "temporary folder)")
     _assign_parser(sub)
     _report_parser(sub)
     _bench_parser(sub)
+    from .sop import add_sop_parser
+    add_sop_parser(sub)
     return p
 
 
@@ -38,64 +46,9 @@ def _ms(t0):
 
 
 def demo(args, out=None):
-    """Run the demo: build, query, dispatch, summarise (to ``out``, default stdout)."""
-    out = sys.stdout if out is None else out
-    from . import Dispatcher, LeaderIndex, Outcome, Rules, synth
-
-    t0 = time.perf_counter()
-    ev = synth.city_event(args.leaders, args.orders, capacity_ratio=args.capacity_ratio,
-                          seed=args.seed)
-    t_gen = _ms(t0)
-    t0 = time.perf_counter()
-    index = LeaderIndex(ev.leader_lat, ev.leader_lon, ids=ev.leader_ids)
-    t_build = _ms(t0)
-    t0 = time.perf_counter()
-    dist, _ = index.query(ev.order_lat, ev.order_lon)
-    t_query = _ms(t0)
-    n_calls = min(2000, ev.n_orders)
-    t0 = time.perf_counter()
-    for a, b in zip(ev.order_lat[:n_calls].tolist(), ev.order_lon[:n_calls].tolist()):
-        index.query(a, b)
-    t_scalar = _ms(t0) / max(n_calls, 1) * 1e3
-
-    disp = Dispatcher(ev.leader_ids, ev.leader_lat, ev.leader_lon, capacity=ev.capacity,
-                      priority=ev.priority, rules=Rules(max_distance_m=args.max_distance))
-    t0 = time.perf_counter()
-    res = disp.assign_batch(ev.order_lat, ev.order_lon, order_ids=ev.order_ids,
-                            customer_ids=ev.customer_ids)
-    t_dispatch = _ms(t0)
-
-    counts = res.counts()
-    assigned = res.leader_index >= 0
-    loads = disp.loads()
-    fill = loads / np.maximum(ev.capacity, 1)
-    w = out.write
-    w(f"lbsdispatch demo: city event, {ev.n_leaders} leaders, {ev.n_orders} orders, "
-      f"capacity {int(ev.capacity.sum())} ({args.capacity_ratio:.2f} x orders), "
-      f"radius {args.max_distance:.0f} m\n\n")
-    w("nearest leader (no capacity), great-circle metres:\n")
-    if ev.n_orders:
-        p50, p90, p99 = np.percentile(dist, [50, 90, 99])
-        w(f"  median {p50:,.0f}  p90 {p90:,.0f}  p99 {p99:,.0f}  max {dist.max():,.0f}\n\n")
-    w("dispatch under capacity and radius:\n")
-    for o in Outcome:
-        if counts[o]:
-            w(f"  {o.name:<13}{counts[o]:>8,}  {100 * counts[o] / max(ev.n_orders, 1):5.1f}%\n")
-    if assigned.any():
-        d = res.distance_m[assigned]
-        w(f"  assigned distance: median {np.median(d):,.0f} m, p95 {np.percentile(d, 95):,.0f} m\n")
-    w(f"  leaders full: {int((loads >= ev.capacity).sum())}, over 90% full: "
-      f"{int((fill >= 0.9).sum())}, empty: {int((loads == 0).sum())}\n\n")
-    w("timings:\n")
-    w(f"  generate event          {t_gen:8.1f} ms\n")
-    w(f"  build index             {t_build:8.2f} ms\n")
-    w(f"  batch query, k=1        {t_query:8.2f} ms  "
-      f"({t_query * 1e6 / max(ev.n_orders, 1):.0f} ns/order)\n")
-    w(f"  single query            {t_scalar:8.2f} us/call\n")
-    w(f"  dispatch batch          {t_dispatch:8.2f} ms  "
-      f"({t_dispatch * 1e6 / max(ev.n_orders, 1):.0f} ns/order)\n")
-    return 0
-
+    """Run the demo (see :mod:`lbsdispatch._demo`) to ``out`` (default stdout)."""
+    from ._demo import run
+    return run(args, sys.stdout if out is None else out)
 
 
 # ------------------------------------------------------------------------------------------
@@ -189,6 +142,16 @@ def _assign_parser(sub):
                    help="leaders within M metres of the nearest are tied (default 0)")
     r.add_argument("--capacity-mode", choices=("strict", "unlimited"), default="strict",
                    help="strict: never above capacity (default); unlimited: ignore capacities")
+    r.add_argument("--mode", choices=("greedy", "optimal"), default="greedy",
+                   help="greedy: first come, first served, chunk by chunk (default); "
+                        "optimal: one min-cost-flow plan for the whole dump (most orders "
+                        "placed, then least distance; the dump is read at once)")
+    r.add_argument("--objective", choices=("total", "bottleneck"), default="total",
+                   help="optimal mode: least total distance (default), or least worst "
+                        "distance first")
+    r.add_argument("--compare", action="store_true",
+                   help="with --mode optimal: also run greedy on the same orders (in memory) "
+                        "and print both side by side")
     g = a.add_argument_group("coordinate systems",
                              "wgs84 (GPS, mini-program location), gcj02 (AMap, Tencent, WeChat "
                              "map picker), bd09 (Baidu) or EPSG:nnnn; everything is converted "
@@ -347,8 +310,13 @@ def assign(args, out=None):
 
     ocols = OrderColumns(args.order_id_col, args.lat_col, args.lon_col, args.customer_col,
                          args.chosen_col, args.crs_col if crs_in.get("orders") else None)
+    if args.compare and args.mode != "optimal":
+        raise DumpError("--compare compares greedy with --mode optimal: give --mode optimal")
+    # optimal mode plans the whole dump at once: one chunk
     reader = OrderReader(args.orders, ocols, encoding=args.encoding, crs=orders_crs,
-                         chunksize=args.chunksize)
+                         chunksize=args.chunksize if args.mode == "greedy" else 2**40)
+    twin = _dispatcher(_memory_only(args), leaders, bindings) if args.compare else None
+    side = {"greedy": [], "optimal": []}
     present = reader.columns(args.encoding)
     with_customer = ocols.customer in present
     with_chosen = ocols.chosen in present
@@ -373,11 +341,15 @@ def assign(args, out=None):
             if not checked and rows.size:
                 checked = True
                 _offset_warning(detect_offset, ch.lat[rows], ch.lon[rows], leaders, err)
-            res = disp.assign_batch(
-                ch.lat[rows], ch.lon[rows],
-                order_ids=ch.order_id[rows] if pass_ids else None,
-                customer_ids=ch.customer[rows] if with_customer else None,
-                chosen_leaders=ch.chosen[rows] if with_chosen else None)
+            batch = dict(order_ids=ch.order_id[rows] if pass_ids else None,
+                         customer_ids=ch.customer[rows] if with_customer else None,
+                         chosen_leaders=ch.chosen[rows] if with_chosen else None)
+            res = disp.assign_batch(ch.lat[rows], ch.lon[rows], mode=args.mode,
+                                    objective=args.objective, **batch)
+            if twin is not None:
+                g = twin.assign_batch(ch.lat[rows], ch.lon[rows], **batch)
+                side["greedy"].append(g.distance_m[g.leader_index >= 0])
+                side["optimal"].append(res.distance_m[res.leader_index >= 0])
             outcome = res.outcome
             inv = outcome == Outcome.INVALID
             if inv.any():          # the dispatcher refused a row the file layer let through
@@ -427,6 +399,8 @@ def assign(args, out=None):
         for o in Outcome:
             if counts[o]:
                 w(f"  {o.name:<13}{int(counts[o]):>10,}  {100 * counts[o] / max(n_out, 1):5.1f}%\n")
+        if twin is not None:
+            w(_compare_table(side))
         w(f"result:  {args.out}\n")
         w(f"rejects: {rejects_path}" + ("" if n_rej else " (empty)") + "\n")
     if args.report:
@@ -438,6 +412,27 @@ def assign(args, out=None):
         if not args.quiet:
             out.write(f"report:  {args.report}\n")
     return _EXIT_REJECTS if n_rej else _EXIT_OK
+
+
+def _memory_only(args):
+    """The run's options without the store (for the greedy twin of --compare)."""
+    twin = argparse.Namespace(**vars(args))
+    twin.store = None
+    twin.resume = False
+    return twin
+
+
+def _compare_table(side):
+    """Greedy and optimal side by side: orders assigned, total and p95 distance."""
+    rows = ["greedy vs optimal (same orders, same leaders):\n",
+            f"  {'':<10}{'assigned':>10}{'total km':>12}{'p95 m':>9}{'worst m':>10}\n"]
+    for name in ("greedy", "optimal"):
+        d = np.concatenate(side[name]) if side[name] else np.zeros(0)
+        p95 = np.percentile(d, 95) if d.size else float("nan")
+        worst = d.max() if d.size else float("nan")
+        rows.append(f"  {name:<10}{d.size:>10,}{d.sum() / 1e3:>12,.1f}{p95:>9,.0f}"
+                    f"{worst:>10,.0f}\n")
+    return "".join(rows)
 
 
 def _offset_warning(detect_offset, lat, lon, leaders, err):
@@ -557,6 +552,9 @@ def main(argv=None):
             return report(args)
         if args.command == "bench":
             return bench(args)
+        if args.command == "sop":
+            from .sop import run_sop
+            return run_sop(args)
     except DumpError as e:         # a file or an option the run cannot use
         sys.stderr.write(f"lbsdispatch {args.command}: error: {e}\n")
         return 2

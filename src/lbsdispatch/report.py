@@ -36,12 +36,12 @@ __all__ = [
 ]
 
 _M_PER_DEG = 111_195.08         # metres per degree of latitude on the mean sphere
-_ASSIGNED = ("NEAREST", "SPILLOVER", "STICKY", "CHOSEN")
+_ASSIGNED = ("NEAREST", "SPILLOVER", "STICKY", "CHOSEN", "REBALANCED")
 _NEEDED = ("order_id", "leader_id", "distance_m", "outcome", "lat", "lon")
 # colours of the outcomes on the map (colour-blind-safe Okabe-Ito palette)
 _COLOURS = {"NEAREST": "#0072B2", "SPILLOVER": "#E69F00", "STICKY": "#009E73",
             "CHOSEN": "#56B4E9", "OUT_OF_RANGE": "#D55E00", "ALL_FULL": "#CC79A7",
-            "INVALID": "#000000"}
+            "INVALID": "#000000", "REBALANCED": "#F0E442"}
 #: At most this many orders are drawn (a uniform sample, seeded): beyond it a
 #: scatter only gets slower, not more informative.
 MAX_POINTS = 200_000

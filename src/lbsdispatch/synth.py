@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Event", "city_event", "nation_event"]
+__all__ = ["Event", "city_event", "identities", "nation_event"]
 
 # Metres per degree of latitude on the mean sphere (2 * pi * R / 360).
 _M_PER_DEG = 111_195.08
@@ -219,3 +219,55 @@ def nation_event(n_leaders: int = 100_000, n_orders: int = 1_000_000, *,
     return _build(rng, c_lat, c_lon, comp_weight, n_leaders, n_orders, capacity_ratio,
                   spread_m=350.0, outskirt_lat=city_lat[out_city], outskirt_lon=city_lon[out_city],
                   outskirt_m=radius_m[out_city] * 1.5)
+
+
+def identities(ev: Event, returning: float = 0.30, seed: int = 0):
+    """Identifiers of an event's buyers, and which of them are returning customers.
+
+    Every order carries 2-3 identifiers of its buyer: a WeChat ``unionid``, a
+    phone number, and for every second buyer the ``openid`` of one mini-program
+    (kind ``openid:wx1``).  Returning customers are drawn until their orders make
+    ``returning`` of the event (a buyer with several orders counts with all of
+    them); each is given the leader they belonged to before the event.
+
+    Parameters
+    ----------
+    ev : Event
+    returning : float, default 0.30
+        Share of the orders placed by returning customers.
+    seed : int
+
+    Returns
+    -------
+    identifiers : dict of str -> list
+        One column per kind (None where an order has none of that kind), as
+        ``Dispatcher.assign_batch(identifiers=...)`` takes them.
+    returning_customers : ndarray of int64
+        ``ev.customer_ids`` values of the returning customers.
+    leader_of : ndarray of int64
+        The leader id each returning customer belonged to, in the same order:
+        one of the three leaders nearest to the customer's first order.
+    """
+    if not 0.0 <= returning <= 1.0:
+        raise ValueError(f"returning must be in [0, 1], got {returning!r}")
+    c = ev.customer_ids.tolist()
+    idents = {"unionid": [f"u{x:07d}" for x in c],
+              "phone": [f"1{3 + x % 7}{x:09d}" for x in c],
+              "openid:wx1": [f"o{x:09d}" if x % 2 else None for x in c]}
+    rng = np.random.default_rng(seed + 1)
+    cust, count = np.unique(ev.customer_ids, return_counts=True)
+    perm = rng.permutation(len(cust))
+    k = int(np.searchsorted(np.cumsum(count[perm]), returning * ev.n_orders)) if returning else 0
+    back = np.sort(cust[perm[:k]])
+    # a returning customer belonged to one of the three leaders nearest to where
+    # they order (people use a pickup point near home)
+    from .index import LeaderIndex
+
+    first = np.argsort(ev.customer_ids, kind="stable")
+    rows = first[np.searchsorted(ev.customer_ids[first], back)]
+    kk = min(3, ev.n_leaders)
+    _, near = LeaderIndex(ev.leader_lat, ev.leader_lon).query(
+        ev.order_lat[rows], ev.order_lon[rows], k=kk)
+    near = near.reshape(len(rows), kk)
+    leader_of = ev.leader_ids[near[np.arange(len(rows)), rng.integers(0, kk, len(rows))]]
+    return idents, back, leader_of
