@@ -30,6 +30,21 @@ def test_guide_code_runs_in_order(capsys):
     assert "Dispatcher(n_leaders=800" in out
 
 
+def test_readme_code_runs(tmp_path, monkeypatch, capsys):
+    """The README's examples, as a newcomer pastes them (in an empty folder: they
+    write event.sqlite)."""
+    monkeypatch.chdir(tmp_path)
+    text = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    ns = {"__name__": "readme"}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"README.md block {i}", "exec"), ns)
+    out = capsys.readouterr().out
+    assert "hz-002 147" in out and "True STICKY" in out
+    assert (tmp_path / "event.sqlite").is_file()
+
+
 def test_sphinx_builds_without_warnings(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
