@@ -21,11 +21,15 @@ from pathlib import Path
 
 import pytest
 
+import lbsdispatch
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import sop_driver as drv  # noqa: E402
 
-SRC = str(HERE.parent / "src")
+# the children import the lbsdispatch this test imports: the installed one in CI,
+# the in-place build (src/) on a workstation
+SRC = str(Path(lbsdispatch.__file__).resolve().parents[1])
 QUIET_STEPS = {"welcome", "pickup_reminder", "group_invite", "coupon"}
 
 

@@ -29,12 +29,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import lbsdispatch
 from lbsdispatch import Dispatcher, Outcome
 from lbsdispatch.identity import IdentityGraph
 
 from test_identity import PHONES, SPELLINGS
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+# the children import the lbsdispatch this test imports: the installed one in CI,
+# the in-place build (src/) on a workstation
+SRC = str(Path(lbsdispatch.__file__).resolve().parents[1])
 LAT = [31.0 + 0.001 * k for k in range(6)]
 LON = [121.0] * 6
 
