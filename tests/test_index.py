@@ -880,3 +880,31 @@ def test_unknown_crs_is_named(crs):
 def test_crs_checks_coordinates_with_their_names():
     with pytest.raises(ValueError, match=r"lat\[1\]"):
         LeaderIndex([30.0, 95.0], [120.0, 120.0], crs="gcj02")
+
+
+# -- query order: Morton-sorted and as given answer alike -------------------------------------
+@pytest.mark.parametrize("k", [1, 3])
+def test_morton_and_plain_query_order_agree_with_the_oracle(k):
+    """Large batches may be searched in Morton order (always for k > 1, for k = 1 on
+    large trees); the answers are those of the plain order, bit for bit, and the oracle's.
+    The thresholds are moved so that a small test exercises both paths."""
+    from lbsdispatch._kdtree import _set_morton_min
+    rng = np.random.default_rng(11)
+    l_lat = rng.uniform(-60, 60, 300)
+    l_lon = rng.uniform(-180, 180, 300)
+    l_lat[:20] = 30.0                  # a block of exact duplicates: ties by id
+    l_lon[:20] = 120.0
+    q_lat = rng.uniform(-60, 60, 700)
+    q_lon = rng.uniform(-180, 180, 700)
+    q_lat[:50] = 30.0
+    q_lon[:50] = 120.0
+    index = LeaderIndex(l_lat, l_lon)
+    old = _set_morton_min(1, 0)
+    try:
+        morton = index.query(q_lat, q_lon, k=k)
+        _set_morton_min(2**62, 2**62)
+        plain = index.query(q_lat, q_lon, k=k)
+    finally:
+        _set_morton_min(*old)
+    assert np.array_equal(morton[0], plain[0]) and np.array_equal(morton[1], plain[1])
+    oracle.check_query(l_lat, l_lon, None, q_lat, q_lon, k, None, *morton)
