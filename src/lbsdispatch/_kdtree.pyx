@@ -880,21 +880,32 @@ cdef class _LeaderTree:
         h.d2 = <double*>malloc((kk + 1) * sizeof(double))
         h.rank = <int64_t*>malloc((kk + 1) * sizeof(int64_t))
         h.pos = <intp*>malloc((kk + 1) * sizeof(intp))
-        cdef double* v = <double*>malloc(3 * m * sizeof(double))
-        cdef intp* order = <intp*>malloc(m * sizeof(intp))
+        cdef double ql[3]
+        # Morton order needs every row's vector up front; in input order each
+        # vector is made where it is used, and the block needs no scratch
+        cdef bint sort = (m >= MORTON_MIN and self.t.n > 0
+                          and (k > 1 or self.t.n >= MORTON_LEADERS_MIN))
+        cdef double* v = <double*>malloc(3 * m * sizeof(double)) if sort else NULL
+        cdef intp* order = <intp*>malloc(m * sizeof(intp)) if sort else NULL
         try:
-            if h.d2 == NULL or h.rank == NULL or h.pos == NULL or v == NULL or order == NULL:
+            if h.d2 == NULL or h.rank == NULL or h.pos == NULL or \
+                    (sort and (v == NULL or order == NULL)):
                 raise MemoryError()
             with nogil:
-                for r in range(m):
-                    tree_vector(&self.t, lat[lo + r], lon[lo + r], v + 3 * r)
-                    order[r] = r
-                if m >= MORTON_MIN and self.t.n > 0 and (k > 1 or self.t.n >= MORTON_LEADERS_MIN):
+                if sort:
+                    for r in range(m):
+                        tree_vector(&self.t, lat[lo + r], lon[lo + r], v + 3 * r)
+                        order[r] = r
                     rc = morton_order(v, m, order)
                 for j in range(m if rc == 0 else 0):
-                    r = order[j]
+                    if sort:
+                        r = order[j]
+                        q = v + 3 * r
+                    else:
+                        r = j
+                        tree_vector(&self.t, lat[lo + r], lon[lo + r], ql)
+                        q = ql
                     i = lo + r
-                    q = v + 3 * r
                     if k == 1:
                         b.d2 = capc
                         b.bound = capc
