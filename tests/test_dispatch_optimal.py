@@ -183,3 +183,24 @@ def test_bottleneck_objective_through_the_dispatcher():
     bot = d2.assign_batch(olat, olon, mode="optimal", objective="bottleneck")
     assert bot.distance_m.max() <= tot.distance_m.max()
     assert tot.distance_m.sum() <= bot.distance_m.sum()
+
+
+def test_keep_orders_false_dispatches_alike_and_says_what_it_cannot_do(tmp_path):
+    kw = dict(capacity=[2, 2], rules=Rules(max_distance_m=5000))
+    lat, lon = [30.0, 30.0], [120.0, 120.02]
+    full = Dispatcher(["a", "b"], lat, lon, **kw)
+    lean = Dispatcher(["a", "b"], lat, lon, keep_orders=False, **kw)
+    olat, olon = [30.0, 30.0, 30.0, 30.0, 30.0], [120.0, 120.001, 120.002, 120.019, 120.0]
+    a = full.assign_batch(olat[:4], olon[:4], customer_ids=["x", "y", "z", "w"])
+    b = lean.assign_batch(olat[:4], olon[:4], customer_ids=["x", "y", "z", "w"])
+    assert a.leader_id.tolist() == b.leader_id.tolist()
+    assert a.outcome.tolist() == b.outcome.tolist()
+    assert full.assign(olat[4], olon[4], customer_id="x") == \
+        lean.assign(olat[4], olon[4], customer_id="x")
+    assert full.loads().tolist() == lean.loads().tolist()
+    for call in (lambda: lean.release(0), lambda: lean.orders_of("a"),
+                 lambda: lean.reassign_orders_of("a"), lean.to_dict):
+        with pytest.raises(ValueError, match="keep_orders=False"):
+            call()
+    with pytest.raises(ValueError, match="keep_orders"):
+        Dispatcher(["a"], [30.0], [120.0], keep_orders=False, store=str(tmp_path / "s.db"))

@@ -191,6 +191,10 @@ def _dispatcher(args, leaders, bindings):
         if args.resume:
             return _resume(args, leaders, rules)
         kw["store"] = args.store
+    else:
+        # the file layer finds repeated order ids itself: no order log, so the
+        # memory of a dump is the chunk's, the loads and the bindings
+        kw["keep_orders"] = False
     try:
         return Dispatcher(leaders.ids, leaders.lat, leaders.lon, capacity=leaders.capacity,
                           radius_m=leaders.radius_m, priority=leaders.priority,

@@ -357,6 +357,11 @@ class Dispatcher:
         rows are written in the assignment's own transaction, and a released
         order's remaining steps are dropped); run the steps with
         :class:`lbsdispatch.sop.SopEngine` on the same file.  ``None``: no SOP.
+    keep_orders : bool, default True
+        Keep the log of assigned orders, which ``release``, ``orders_of``,
+        ``reassign_orders_of``, saving and idempotent re-runs need.  ``False``
+        (in memory only, no store) keeps a dump's memory to the loads and the
+        bindings: order ids are then not remembered, and those methods raise.
 
     Notes
     -----
@@ -369,7 +374,7 @@ class Dispatcher:
     def __init__(self, leader_ids, lat, lon, capacity=None, radius_m=None, priority=None,
                  active=None, bindings=None, rules=None, leafsize=16, *, identity=None,
                  binding_mode="first", expire_days=None, store=None, clock=None,
-                 sop="default"):
+                 sop="default", keep_orders=True):
         self.rules = Rules() if rules is None else rules
         if not isinstance(self.rules, Rules):
             raise ValueError(f"rules must be a Rules, got {type(rules).__name__}")
@@ -401,6 +406,10 @@ class Dispatcher:
             self.bindings = Bindings(binding_mode, expire_days)   # checks mode / expire_days
             if bindings is not None:
                 self._set_all(bindings, self._time(None))
+        if not keep_orders and store is not None:
+            raise ValueError("keep_orders=False is for in-memory dispatch; a store keeps "
+                             "every order")
+        self._keep_orders = bool(keep_orders)
         self._log = OrderLog()
         self._next_order = 0
         self._store = None
@@ -814,7 +823,9 @@ class Dispatcher:
         bound = _NO_LEADER if customer_id is None else self._bound_one(customer_id, t)
         pos, dist, outcome, refusal, n_full = self._core.assign_one(la, lo, chosen, bound)
         if pos >= 0:
-            if log.lookup is None:      # the common case, kept to one list append
+            if not self._keep_orders:
+                pass
+            elif log.lookup is None:    # the common case, kept to one list append
                 log.tail.append((order_id, pos, la, lo, customer_id, chosen, log.next_seq,
                                  dist, outcome, refusal, n_full))
                 log.next_seq += 1
@@ -1031,8 +1042,9 @@ class Dispatcher:
         if repeat.any():
             self._fill_repeats(np.flatnonzero(repeat), oids, leader, dist, outcome, refusal,
                                n_full, cust_col)
-        self._log.add_many(oids[ok], leader[ok], lat_a[ok], lon_a[ok], cust_col[ok], chosen[ok],
-                           None, dist[ok], outcome[ok], refusal[ok], n_full[ok])
+        if self._keep_orders:
+            self._log.add_many(oids[ok], leader[ok], lat_a[ok], lon_a[ok], cust_col[ok],
+                               chosen[ok], None, dist[ok], outcome[ok], refusal[ok], n_full[ok])
         res = BatchResult(oids, self._leader_ids_of(leader), leader, dist, outcome, refusal,
                           n_full, cust_col, repeat, given_up)
         if self._store is not None:
@@ -1291,6 +1303,7 @@ class Dispatcher:
         KeyError
             If the order is not assigned (unknown, never assigned, or already released).
         """
+        self._need_orders("release")
         where = self._log.where().get(order_id)
         if where is None or not self._log.get(*where, "live"):
             raise KeyError(f"order {order_id!r} is not assigned")
@@ -1301,8 +1314,14 @@ class Dispatcher:
             self._commit(orders=_Released(_py(order_id)), leaders=(pos,), now=self._time(None))
         return self._ids[pos].item()
 
+    def _need_orders(self, what):
+        if not self._keep_orders:
+            raise ValueError(f"{what} needs the order log, and this dispatcher was made "
+                             f"with keep_orders=False")
+
     def orders_of(self, leader_id):
         """Order ids currently assigned to a leader, in the order they were assigned."""
+        self._need_orders("orders_of")
         i = self._leader(leader_id)
         return [_py(self._log.get(c, r, "order_id")) for c, r in self._log.live_rows(i)]
 
@@ -1321,6 +1340,7 @@ class Dispatcher:
             The new assignment of each moved order (possibly OUT_OF_RANGE or
             ALL_FULL: such orders are released and no longer assigned).
         """
+        self._need_orders("reassign_orders_of")
         i = self._leader(leader_id)
         log = self._log
         rows = log.live_rows(i)
@@ -1371,6 +1391,7 @@ class Dispatcher:
     # -- saving and restoring --------------------------------------------------------------
     def to_dict(self):
         """The whole state as plain Python data (lists, numbers, strings)."""
+        self._need_orders("to_dict (saving)")
         orders = self._log.live_table()
         return {
             "version": 2,
