@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sqlite3
 import tempfile
 import time
 
 import numpy as np
 
-from lbsdispatch import Dispatcher, synth
+from lbsdispatch import Dispatcher, sop, synth
 from lbsdispatch.store import _SCHEMA
 
 RETURNING = 0.30
@@ -39,20 +40,10 @@ RETURNING = 0.30
 
 @functools.lru_cache(maxsize=None)
 def event_with_identities(seed=0):
-    """(event, identifier columns, customers known before the batch)."""
+    """(event, identifier columns, customers known before the batch, their leader ids,
+    orders of those customers)."""
     ev = synth.city_event(seed=seed)
-    c = ev.customer_ids.tolist()
-    idents = {"unionid": [f"u{x:07d}" for x in c],
-              "phone": [f"1{3 + x % 7}{x:09d}" for x in c],
-              "openid:wx1": [f"o{x:09d}" if x % 2 else None for x in c]}
-    rng = np.random.default_rng(seed + 1)
-    # returning customers, drawn at random until their orders make 30% of the
-    # batch (a buyer with several orders tonight counts with all of them)
-    cust, count = np.unique(ev.customer_ids, return_counts=True)
-    perm = rng.permutation(len(cust))
-    k = int(np.searchsorted(np.cumsum(count[perm]), RETURNING * ev.n_orders)) + 1
-    returning = np.sort(cust[perm[:k]])
-    leader_of = rng.integers(0, ev.n_leaders, len(returning))
+    idents, returning, leader_of = synth.identities(ev, returning=RETURNING, seed=seed)
     return ev, idents, returning, leader_of, int(np.isin(ev.customer_ids, returning).sum())
 
 
@@ -62,8 +53,8 @@ def fresh_event(path):
     d = Dispatcher(ev.leader_ids, ev.leader_lat, ev.leader_lon, capacity=ev.capacity,
                    priority=ev.priority, store=path, clock=lambda: 0.0)
     g = d.identity
-    bindings = {g.resolve({"unionid": f"u{x:07d}"}): int(ev.leader_ids[k])
-                for x, k in zip(returning.tolist(), leader_of.tolist())}
+    bindings = {g.resolve({"unionid": f"u{x:07d}"}): int(lid)
+                for x, lid in zip(returning.tolist(), leader_of.tolist())}
     d.set_bindings(bindings, now=0.0)        # persists the graph and the bindings too
     return d
 
@@ -130,20 +121,23 @@ def bare_insert(path, rows):
     for stmt in _SCHEMA.split(";"):
         if stmt.strip():
             con.execute(stmt)
+    sop.ensure_schema(con)         # the store also writes the SOP outbox rows
     by_table = {}
     for sql, seq in rows:
         if not sql.startswith(("INSERT", "REPLACE")) or not seq:
             continue
-        table = sql.split(" INTO ")[1].split()[0]
-        by_table.setdefault(table, (len(seq[0]), []))[1].extend(seq)
+        m = re.match(r"(?:INSERT|REPLACE)(?: OR \w+)? INTO (\w+)\s*(\([^)]*\))?", sql)
+        key = (m.group(1), m.group(2) or "")
+        by_table.setdefault(key, (len(seq[0]), []))[1].extend(seq)
     t0 = time.perf_counter()
     con.execute("BEGIN IMMEDIATE")
-    for table, (width, seq) in by_table.items():
-        con.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({','.join('?' * width)})", seq)
+    for (table, cols), (width, seq) in by_table.items():
+        con.executemany(f"INSERT OR REPLACE INTO {table} {cols} VALUES "
+                        f"({','.join('?' * width)})", seq)
     con.execute("COMMIT")
     t = time.perf_counter() - t0
     con.close()
-    return t, {k: len(v[1]) for k, v in by_table.items()}
+    return t, {k[0]: len(v[1]) for k, v in by_table.items()}
 
 
 def measure(tmp):
