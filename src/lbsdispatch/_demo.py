@@ -182,7 +182,7 @@ def _write_report(res, ev, disp, folder, w):
     frame["lat"] = ev.order_lat
     frame["lon"] = ev.order_lon
     path = folder / "result.csv"
-    frame.drop(columns=["reason"]).to_csv(path, index=False)
+    frame.to_csv(path, index=False)
     leaders = LeaderLoad(disp.leader_ids, ev.leader_lat, ev.leader_lon, disp.loads(),
                          ev.capacity)
     summary = summarise(frame, leaders)
