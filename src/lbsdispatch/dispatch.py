@@ -11,6 +11,8 @@ import numpy as np
 from ._kdtree import _as_coords, _coerce_ids, _DispatchCore, _ranks, check_coordinates
 from ._orderlog import LIVE, RELEASED, OrderLog
 from .identity import Bindings, IdentityGraph, _seconds
+from .crs import _resolve as _resolve_crs
+from .crs import transform as _transform
 from .index import LeaderIndex
 from .rules import Rules
 
@@ -357,6 +359,12 @@ class Dispatcher:
         rows are written in the assignment's own transaction, and a released
         order's remaining steps are dropped); run the steps with
         :class:`lbsdispatch.sop.SopEngine` on the same file.  ``None``: no SOP.
+    crs : str, default "wgs84"
+        Coordinate system of every point handed to this dispatcher (leaders,
+        orders, checkout and leader moves): ``"wgs84"``, ``"gcj02"``,
+        ``"bd09"`` or ``"EPSG:<code>"`` (see :func:`lbsdispatch.geo.transform`).
+        Points are converted to WGS-84 on the way in; distances are metres
+        either way, and saved state holds WGS-84.
     keep_orders : bool, default True
         Keep the log of assigned orders, which ``release``, ``orders_of``,
         ``reassign_orders_of``, saving and idempotent re-runs need.  ``False``
@@ -374,7 +382,7 @@ class Dispatcher:
     def __init__(self, leader_ids, lat, lon, capacity=None, radius_m=None, priority=None,
                  active=None, bindings=None, rules=None, leafsize=16, *, identity=None,
                  binding_mode="first", expire_days=None, store=None, clock=None,
-                 sop="default", keep_orders=True):
+                 sop="default", keep_orders=True, crs="wgs84"):
         self.rules = Rules() if rules is None else rules
         if not isinstance(self.rules, Rules):
             raise ValueError(f"rules must be a Rules, got {type(rules).__name__}")
@@ -384,6 +392,9 @@ class Dispatcher:
         ids = _coerce_ids(leader_ids, "leader_ids")
         ids, _ = _ranks(ids, len(ids), "leader_ids")     # duplicates, named as leader_ids
         n = len(ids)
+        self.crs = _resolve_crs(crs, "crs").key
+        if self.crs != "wgs84":
+            lat, lon = _transform(lat, lon, self.crs, "wgs84")      # checks lat/lon
         index = LeaderIndex(lat, lon, ids=ids, leafsize=leafsize)  # checks lat/lon
         cap = _int_column(capacity, "capacity", n, _UNLIMITED, 0, CAPACITY_MAX) \
             if capacity is not None else np.full(n, _UNLIMITED, dtype=np.int64)
@@ -589,6 +600,8 @@ class Dispatcher:
         if len(lat_a) != m or len(lon_a) != m:
             raise ValueError(f"lat, lon and leader_ids have different lengths "
                              f"({len(lat_a)}, {len(lon_a)} and {m})")
+        if self.crs != "wgs84":
+            lat_a, lon_a = _transform(lat_a, lon_a, self.crs, "wgs84")   # checks them
         check_coordinates(lat_a, lon_a)
         cap = _int_column(capacity, "capacity", m, _UNLIMITED, 0, CAPACITY_MAX) \
             if capacity is not None else np.full(m, _UNLIMITED, dtype=np.int64)
@@ -610,6 +623,11 @@ class Dispatcher:
     def move_leader(self, leader_id, lat, lon):
         """Move a leader's pickup point (its orders stay with it)."""
         i = self._leader(leader_id)
+        if self.crs != "wgs84":
+            try:
+                lat, lon = _one_to_wgs84(float(lat), float(lon), self.crs)
+            except (TypeError, ValueError):
+                pass                       # named by the check below
         bad = _coord_problem(lat, lon)
         if bad:
             raise ValueError(f"lat = {lat!r}, lon = {lon!r}: "
@@ -806,6 +824,8 @@ class Dispatcher:
             lo = float(lon)
         except (TypeError, ValueError):
             return self._invalid_one(order_id, 1)
+        if self.crs != "wgs84":
+            la, lo = _one_to_wgs84(la, lo, self.crs)
         # NaN fails both range tests, so one test covers the common case
         if not (-90.0 <= la <= 90.0 and -180.0 <= lo <= 180.0):
             return self._invalid_one(order_id, _coord_problem(la, lo))
@@ -930,7 +950,7 @@ class Dispatcher:
                          and self._is_kind(c)]
                 if kinds:
                     identifiers = {k: df[k].to_numpy() for k in kinds}
-        lat_a, lon_a, bad_code = _batch_coords(lat, lon)
+        lat_a, lon_a, bad_code = _batch_coords(lat, lon, self.crs)
         n = len(lat_a)
         invalid = bad_code
         repeat = np.zeros(n, dtype=bool)
@@ -1278,6 +1298,11 @@ class Dispatcher:
         list of (leader_id, distance_m)
             Nearest first; shorter than k when fewer leaders qualify.
         """
+        if self.crs != "wgs84":
+            try:
+                lat, lon = _one_to_wgs84(float(lat), float(lon), self.crs)
+            except (TypeError, ValueError):
+                pass                       # named by the check below
         bad = _coord_problem(lat, lon)
         if bad:
             raise ValueError(_REASONS[Outcome.INVALID, bad].replace("invalid: ", ""))
@@ -1404,6 +1429,7 @@ class Dispatcher:
                 "leafsize": self.index.leafsize,
             },
             "rules": self.rules.to_dict(),
+            "crs": self.crs,
             "bindings": self.bindings.to_dict(),
             "identity": self.identity.to_dict(),
             "orders": orders,
@@ -1437,6 +1463,8 @@ class Dispatcher:
                    identity=graph, clock=clock)
         if not isinstance(bindings, Bindings) and bindings:
             self._set_all(bindings, self._time(None))
+        # the saved points are WGS-84 already; later points arrive in the saved system
+        self.crs = _resolve_crs(d.get("crs", "wgs84"), "crs").key
         self._setup(self.index, np.asarray(L["capacity"], dtype=np.int64),
                     np.asarray(L["load"], dtype=np.int64), np.asarray(L["active"], dtype=bool),
                     self._radius, self._priority)
@@ -1635,8 +1663,45 @@ def _coord_problem(lat, lon):
     return 0
 
 
-def _batch_coords(lat, lon):
-    """(lat, lon, invalid code per row): bad rows are flagged, never raised."""
+def _one_to_wgs84(la, lo, system):
+    """One point from ``system`` to WGS-84; a point that cannot be converted comes
+    back unchanged (or NaN), for the usual checks to name."""
+    if not (math.isfinite(la) and math.isfinite(lo)):
+        return la, lo
+    if _resolve_crs(system, "crs").degrees and not (-90.0 <= la <= 90.0
+                                                    and -180.0 <= lo <= 180.0):
+        return la, lo
+    try:
+        return _transform(la, lo, system, "wgs84")
+    except ValueError:                     # PROJ could not map it
+        return math.nan, math.nan
+
+
+def _rows_to_wgs84(la, lo, system):
+    """The rows of float arrays that are coordinates in ``system``, in WGS-84; the
+    others are left for the checks to flag (failed conversions become NaN)."""
+    ok = np.isfinite(la) & np.isfinite(lo)
+    if _resolve_crs(system, "crs").degrees:
+        ok &= (la >= -90) & (la <= 90) & (lo >= -180) & (lo <= 180)
+    la = la.copy()
+    lo = lo.copy()
+    rows = np.flatnonzero(ok)
+    if rows.size:
+        try:
+            a, b = _transform(la[rows], lo[rows], system, "wgs84")
+        except ValueError:                 # a row PROJ cannot map: one at a time
+            a = np.empty(rows.size)
+            b = np.empty(rows.size)
+            for k, r in enumerate(rows.tolist()):
+                a[k], b[k] = _one_to_wgs84(float(la[r]), float(lo[r]), system)
+        la[rows] = a
+        lo[rows] = b
+    return la, lo
+
+
+def _batch_coords(lat, lon, crs="wgs84"):
+    """(lat, lon, invalid code per row): bad rows are flagged, never raised;
+    coordinates in another system come back in WGS-84."""
     try:
         la = np.asarray(lat, dtype=np.float64)
         lo = np.asarray(lon, dtype=np.float64)
@@ -1647,6 +1712,8 @@ def _batch_coords(lat, lon):
         raise ValueError(f"lat and lon must be 1-D arrays, got shapes {la.shape} and {lo.shape}")
     if la.shape != lo.shape:
         raise ValueError(f"lat and lon have different lengths ({len(la)} and {len(lo)})")
+    if crs != "wgs84":
+        la, lo = _rows_to_wgs84(la, lo, crs)
     la = np.ascontiguousarray(la)
     lo = np.ascontiguousarray(lo)
     code = np.zeros(len(la), dtype=np.int8)

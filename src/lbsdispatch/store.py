@@ -138,7 +138,8 @@ class SQLiteStore:
                 if stmt.strip():
                     con.execute(stmt)
             self._put_meta({"format": FORMAT, "rules": json.dumps(d["rules"]),
-                            "leafsize": d["leaders"]["leafsize"], "sop": sop or ""})
+                            "leafsize": d["leaders"]["leafsize"], "sop": sop or "",
+                            "crs": d.get("crs", "wgs84")})
             if sop is not None:
                 from . import sop as _sop
                 _sop.ensure_schema(con)
@@ -372,6 +373,7 @@ class SQLiteStore:
             "audit": [list(r) for r in con.execute("SELECT * FROM binding_audit ORDER BY seq")],
         }
         return {"version": 2, "leaders": leaders, "rules": json.loads(meta["rules"]),
+                "crs": meta.get("crs", "wgs84"),
                 "bindings": bindings, "identity": identity, "orders": orders,
                 "next_order": meta["next_order"], "next_seq": meta["next_seq"]}
 
