@@ -26,6 +26,17 @@ class Host:
         self.welcome.append((leader, order))
 
 
+class NotifyOnly:
+    """A host that handles only the leader's notification."""
+
+    def __init__(self):
+        self.new = []
+
+    @hookimpl
+    def on_new_neighbor(self, leader, customer, order):
+        self.new.append((leader, customer, order))
+
+
 @pytest.fixture
 def event():
     return synth.city_event(n_leaders=40, n_orders=300, seed=3)
@@ -82,3 +93,34 @@ def test_sop_survives_reopening_and_can_be_off(event, tmp_path):
     assert not any(n.startswith("sop_") for n in names)
     with pytest.raises(ValueError, match="sop"):
         _dispatcher(event, tmp_path / "bad.sqlite", sop=3)
+
+
+def test_reassigned_orders_take_their_remaining_steps_to_the_new_leader(event, tmp_path):
+    """The notification already went to the first leader; what is still to come (the
+    welcome, the reminders) goes to the leader the order moved to."""
+    path = tmp_path / "e.sqlite"
+    clock = {"t": T0}
+    d = _dispatcher(event, path, clock=lambda: clock["t"])
+    res = d.assign_batch(event.order_lat[:60], event.order_lon[:60], order_ids=np.arange(60),
+                         now=T0)
+    busy = int(np.bincount(res.leader_index[res.leader_index >= 0]).argmax())
+    first = d.leader_ids[busy].item()
+    host = NotifyOnly()              # the welcomes stay due (no plugin for them yet)
+    SopEngine(str(path), plugins=[host], clock=lambda: T0 + 60).run_due()
+    mine = sorted(o for lid, _, o in host.new if lid == first)
+    assert mine and sorted(d.orders_of(first)) == mine
+    d.set_active(first, False)
+    clock["t"] = T0 + 120
+    moved = d.reassign_orders_of(first)
+    to = dict(zip(moved.order_id.tolist(), moved.leader_id.tolist()))
+    placed = {o: lid for o, lid in to.items() if moved.outcome[list(to).index(o)]
+              in (Outcome.NEAREST, Outcome.SPILLOVER)}
+    host2 = Host()
+    SopEngine(str(path), plugins=[host2], clock=lambda: T0 + 3600).run_due()
+    welcomed = {o: lid for lid, o in host2.welcome}
+    for o in mine:
+        if o in placed:
+            assert welcomed[o] == placed[o] != first
+        else:
+            assert o not in welcomed          # no leader could take it: it left the playbook
+    assert all(lid != first for lid in welcomed.values())

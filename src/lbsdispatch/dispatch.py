@@ -1410,7 +1410,8 @@ class Dispatcher:
         if self._store is not None:
             self._commit(orders=_BatchOrders(res, np.ones(n, dtype=bool), ok, lat_a, lon_a,
                                              chosen_a, None, seq_a),
-                         leaders=sorted(set(np.unique(leader[ok]).tolist()) | {i}))
+                         leaders=sorted(set(np.unique(leader[ok]).tolist()) | {i}),
+                         now=self._time(None))
         return res
 
     # -- saving and restoring --------------------------------------------------------------

@@ -45,8 +45,8 @@ from ._sop_playbook import (Backoff, Playbook, QuietHours, Step, default_playboo
 __all__ = [
     "Backoff", "Playbook", "QuietHours", "RunStats", "SimClock", "SopEngine", "SopHookSpecs",
     "Step", "Task", "STATES", "add_sop_parser", "default_playbook", "enqueue",
-    "enqueue_exits", "ensure_schema", "format_due", "hookimpl", "hookspec", "run_sop",
-    "sop_main",
+    "enqueue_exits", "enqueue_moves", "ensure_schema", "format_due", "hookimpl", "hookspec",
+    "run_sop", "sop_main",
 ]
 
 # Task states.  The active ones (< DONE) are indexed by due time.
@@ -62,7 +62,7 @@ _STICKY = 2
 _ASSIGNED_MAX = 3
 _REBALANCED = 7
 
-_LOG_ASSIGNED, _LOG_EXIT = 0, 1
+_LOG_ASSIGNED, _LOG_EXIT, _LOG_MOVED = 0, 1, 2
 
 DEFAULT_TZ = "Asia/Shanghai"
 
@@ -250,6 +250,32 @@ def enqueue_exits(conn: sqlite3.Connection, order_ids, at, *, sop: str = "defaul
         conn.executemany("INSERT INTO sop_log (sop, kind, order_id, at, note) "
                          "VALUES (?, ?, ?, ?, ?)",
                          [(sop, _LOG_EXIT, o, t, reason) for o in oids])
+    except sqlite3.OperationalError as e:
+        raise _no_table(e) from None
+    return len(oids)
+
+
+def enqueue_moves(conn: sqlite3.Connection, order_ids, leader_ids, at, *,
+                  sop: str = "default") -> int:
+    """Record in the outbox that orders moved to other leaders; never commits.
+
+    For the transaction that reassigns them (``Dispatcher.reassign_orders_of``):
+    when the engine folds the outbox, the steps of those orders that are still
+    to come (pending, postponed, waiting) go to the new leader.  Steps already
+    run stay with the leader who ran them.
+    """
+    oids = _column(order_ids, "order_ids")
+    lids = _column(leader_ids, "leader_ids", len(oids))
+    t = epoch(at, "at")
+    for i, (o, lid) in enumerate(zip(oids, lids)):
+        if o is None:
+            raise ValueError(f"order_ids[{i}] is None")
+        if lid is None:
+            raise ValueError(f"leader_ids[{i}] is None (a moved order has a new leader)")
+    try:
+        conn.executemany("INSERT INTO sop_log (sop, kind, order_id, leader, at) "
+                         "VALUES (?, ?, ?, ?, ?)",
+                         [(sop, _LOG_MOVED, o, lid, t) for o, lid in zip(oids, lids)])
     except sqlite3.OperationalError as e:
         raise _no_table(e) from None
     return len(oids)
@@ -564,9 +590,14 @@ class SopEngine:
             if kind == _LOG_ASSIGNED:
                 batch.append((order, customer, leader, outcome, at, pickup))
             else:
-                # an exit applies to what was assigned before it: flush first
+                # an exit or a move applies to what was assigned before it: flush first
                 self._insert_tasks(con, self._expand(batch, exited))
                 batch = []
+                if kind == _LOG_MOVED:
+                    con.execute("UPDATE sop_tasks SET leader=? WHERE sop=? AND order_id=? "
+                                "AND state IN (?, ?, ?)",
+                                (leader, self.sop, order, PENDING, POSTPONED, WAITING))
+                    continue
                 self._exit(con, order, at, note)
                 exited.add(order)
         self._insert_tasks(con, self._expand(batch, exited))

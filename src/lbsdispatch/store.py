@@ -230,9 +230,22 @@ class SQLiteStore:
         """Outbox rows of the orders a call assigned (not of a reassignment: the
         customer met their leader already; not of repeats)."""
         kind = type(orders).__name__
-        if self.sop is None or (kind == "_BatchOrders" and orders.seq is not None):
+        if self.sop is None:
             return
         from . import sop as _sop
+        if kind == "_BatchOrders" and orders.seq is not None:
+            # a reassignment: the customer met their leader already; what is
+            # still to come of the playbook goes to the new leader, and an order
+            # no leader could take leaves the playbook
+            res = orders.res
+            moved = res.leader_index >= 0
+            if moved.any():
+                _sop.enqueue_moves(self.con, res.order_id[moved], res.leader_id[moved], now,
+                                   sop=self.sop)
+            if (~moved).any():
+                _sop.enqueue_exits(self.con, res.order_id[~moved], now, sop=self.sop,
+                                   reason="reassigned: no leader could take it")
+            return
         if kind == "_OneOrder":
             if orders.pos < 0:
                 return
