@@ -180,10 +180,25 @@ def _in_china(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     return (lat >= lat_min) & (lat <= lat_max) & (lon >= lon_min) & (lon <= lon_max)
 
 
-def _gcj_offset(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+class _ScalarMath:
+    """The numpy functions the formulas use, for one point at a time (the online
+    path: numpy's per-call overhead on 1-element arrays is most of the cost)."""
+
+    sin = staticmethod(math.sin)
+    cos = staticmethod(math.cos)
+    sqrt = staticmethod(math.sqrt)
+    abs = staticmethod(abs)
+    radians = staticmethod(math.radians)
+    degrees = staticmethod(math.degrees)
+    hypot = staticmethod(math.hypot)
+    arctan2 = staticmethod(math.atan2)
+
+
+def _gcj_offset(lat, lon, xp=np):
     """The GCJ-02 offset ``(dlat, dlon)`` in degrees at WGS-84 ``(lat, lon)``.
 
-    No region test: callers decide where it applies.  The published formula
+    No region test: callers decide where it applies.  ``xp`` is numpy for
+    arrays or `_ScalarMath` for one point: one formula for both.  The published formula
     builds a northward and an eastward displacement in metres from a
     polynomial plus sines of the position relative to (35 N, 105 E), then
     turns metres into degrees with the Krasovsky meridian radius
@@ -193,21 +208,21 @@ def _gcj_offset(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarra
     x = lon - 105.0
     y = lat - 35.0
     pi = math.pi
-    root = np.sqrt(np.abs(x))
+    root = xp.sqrt(xp.abs(x))
     # The term in x shared by both components.
-    wiggle = (20.0 * np.sin(6.0 * pi * x) + 20.0 * np.sin(2.0 * pi * x)) * (2.0 / 3.0)
+    wiggle = (20.0 * xp.sin(6.0 * pi * x) + 20.0 * xp.sin(2.0 * pi * x)) * (2.0 / 3.0)
     north = (-100.0 + 2.0 * x + 3.0 * y + 0.2 * y * y + 0.1 * x * y + 0.2 * root + wiggle
-             + (20.0 * np.sin(pi * y) + 40.0 * np.sin(pi * y / 3.0)) * (2.0 / 3.0)
-             + (160.0 * np.sin(pi * y / 12.0) + 320.0 * np.sin(pi * y / 30.0)) * (2.0 / 3.0))
+             + (20.0 * xp.sin(pi * y) + 40.0 * xp.sin(pi * y / 3.0)) * (2.0 / 3.0)
+             + (160.0 * xp.sin(pi * y / 12.0) + 320.0 * xp.sin(pi * y / 30.0)) * (2.0 / 3.0))
     east = (300.0 + x + 2.0 * y + 0.1 * x * x + 0.1 * x * y + 0.1 * root + wiggle
-            + (20.0 * np.sin(pi * x) + 40.0 * np.sin(pi * x / 3.0)) * (2.0 / 3.0)
-            + (150.0 * np.sin(pi * x / 12.0) + 300.0 * np.sin(pi * x / 30.0)) * (2.0 / 3.0))
-    phi = np.radians(lat)
-    w2 = 1.0 - _KRASOVSKY_EE * np.sin(phi) ** 2
-    w = np.sqrt(w2)
+            + (20.0 * xp.sin(pi * x) + 40.0 * xp.sin(pi * x / 3.0)) * (2.0 / 3.0)
+            + (150.0 * xp.sin(pi * x / 12.0) + 300.0 * xp.sin(pi * x / 30.0)) * (2.0 / 3.0))
+    phi = xp.radians(lat)
+    w2 = 1.0 - _KRASOVSKY_EE * xp.sin(phi) ** 2
+    w = xp.sqrt(w2)
     m_per_rad_lat = _KRASOVSKY_A * (1.0 - _KRASOVSKY_EE) / (w2 * w)
-    m_per_rad_lon = _KRASOVSKY_A / w * np.cos(phi)
-    return np.degrees(north / m_per_rad_lat), np.degrees(east / m_per_rad_lon)
+    m_per_rad_lon = _KRASOVSKY_A / w * xp.cos(phi)
+    return xp.degrees(north / m_per_rad_lat), xp.degrees(east / m_per_rad_lon)
 
 
 def _wgs84_to_gcj02(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -259,14 +274,14 @@ def _gcj02_to_wgs84(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.nd
 # ----------------------------------------------------------------------------
 # BD-09
 # ----------------------------------------------------------------------------
-def _gcj02_to_bd09_raw(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _gcj02_to_bd09_raw(lat, lon, xp=np):
     """Baidu's published transform, before any wrapping of the result."""
-    z = np.hypot(lon, lat) + 0.00002 * np.sin(lat * _BD_X_PI)
-    theta = np.arctan2(lat, lon) + 0.000003 * np.cos(lon * _BD_X_PI)
-    return z * np.sin(theta) + _BD_DLAT, z * np.cos(theta) + _BD_DLON
+    z = xp.hypot(lon, lat) + 0.00002 * xp.sin(lat * _BD_X_PI)
+    theta = xp.arctan2(lat, lon) + 0.000003 * xp.cos(lon * _BD_X_PI)
+    return z * xp.sin(theta) + _BD_DLAT, z * xp.cos(theta) + _BD_DLON
 
 
-def _bd09_to_gcj02_closed_form(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _bd09_to_gcj02_closed_form(lat, lon, xp=np):
     """The widely copied "inverse": undo the shift, subtract the perturbations.
 
     It evaluates the perturbations at the BD-09 point instead of the unknown
@@ -279,9 +294,9 @@ def _bd09_to_gcj02_closed_form(lat: np.ndarray, lon: np.ndarray) -> tuple[np.nda
     """
     x = lon - _BD_DLON
     y = lat - _BD_DLAT
-    z = np.hypot(x, y) - 0.00002 * np.sin(y * _BD_X_PI)
-    theta = np.arctan2(y, x) - 0.000003 * np.cos(x * _BD_X_PI)
-    return z * np.sin(theta), z * np.cos(theta)
+    z = xp.hypot(x, y) - 0.00002 * xp.sin(y * _BD_X_PI)
+    theta = xp.arctan2(y, x) - 0.000003 * xp.cos(x * _BD_X_PI)
+    return z * xp.sin(theta), z * xp.cos(theta)
 
 
 def _wrap_lon(lon: np.ndarray) -> np.ndarray:
@@ -333,6 +348,66 @@ def _along_chain(lat: np.ndarray, lon: np.ndarray, src: int, dst: int):
     while src > dst:
         lat, lon = _STEP_DOWN[src](lat, lon)
         src -= 1
+    return lat, lon
+
+
+# -- one point at a time: the same formulas and iterations on Python floats --------
+def _point_up(lat: float, lon: float, level: int) -> tuple[float, float]:
+    if level == 0:                       # WGS-84 -> GCJ-02, inside the box only
+        if not _in_china(lat, lon):
+            return lat, lon
+        dlat, dlon = _gcj_offset(lat, lon, _ScalarMath)
+        return lat + dlat, lon + dlon
+    b_lat, b_lon = _gcj02_to_bd09_raw(lat, lon, _ScalarMath)       # GCJ-02 -> BD-09
+    b_lon = (b_lon + 180.0) % 360.0 - 180.0 if abs(b_lon) > 180.0 else b_lon
+    return min(max(b_lat, -90.0), 90.0), b_lon
+
+
+def _point_down(lat: float, lon: float, level: int) -> tuple[float, float]:
+    if level == 1:                       # GCJ-02 -> WGS-84
+        if not _in_china(lat, lon):
+            return lat, lon
+        w_lat, w_lon = lat, lon
+        for _ in range(_MAX_ITER):
+            dlat, dlon = _gcj_offset(w_lat, w_lon, _ScalarMath)
+            r_lat = w_lat + dlat - lat
+            r_lon = w_lon + dlon - lon
+            w_lat -= r_lat
+            w_lon -= r_lon
+            if abs(r_lat) < _TOL_DEG and abs(r_lon) < _TOL_DEG:
+                break
+        return w_lat, w_lon
+    g_lat, g_lon = _bd09_to_gcj02_closed_form(lat, lon, _ScalarMath)   # BD-09 -> GCJ-02
+    for _ in range(_MAX_ITER):
+        f_lat, f_lon = _gcj02_to_bd09_raw(g_lat, g_lon, _ScalarMath)
+        r_lat = f_lat - lat
+        r_lon = (f_lon - lon + 180.0) % 360.0 - 180.0
+        g_lat -= r_lat
+        g_lon -= r_lon
+        if abs(r_lat) < _TOL_DEG and abs(r_lon) < _TOL_DEG:
+            break
+    g_lon = (g_lon + 180.0) % 360.0 - 180.0 if abs(g_lon) > 180.0 else g_lon
+    return min(max(g_lat, -90.0), 90.0), g_lon
+
+
+def point_to_wgs84(lat: float, lon: float, src: str) -> tuple[float, float]:
+    """One valid point from ``src`` to WGS-84, fast (no validation, no arrays).
+
+    For the dispatcher's online path; ``src`` must be a key `_resolve` returns.
+    GCJ-02/BD-09 go through the same formulas and iterations as `transform`
+    on Python floats (results may differ from the array path in the last bit
+    of a coordinate: libm against numpy's own sin and cos); EPSG systems
+    through the cached PROJ transformer.
+    """
+    if src == "wgs84":
+        return lat, lon
+    level = _LEVEL.get(src)
+    if level is None:
+        x, y = _transformer(src, "EPSG:4326").transform(lon, lat, errcheck=False)
+        return y, x
+    while level > 0:
+        lat, lon = _point_down(lat, lon, level)
+        level -= 1
     return lat, lon
 
 

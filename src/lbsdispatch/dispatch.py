@@ -12,6 +12,7 @@ from ._kdtree import _as_coords, _coerce_ids, _DispatchCore, _ranks, check_coord
 from ._orderlog import LIVE, RELEASED, OrderLog
 from .identity import Bindings, IdentityGraph, _seconds
 from .crs import _resolve as _resolve_crs
+from .crs import point_to_wgs84 as _point_to_wgs84
 from .crs import transform as _transform
 from .index import LeaderIndex
 from .rules import Rules
@@ -1672,10 +1673,8 @@ def _one_to_wgs84(la, lo, system):
     if _resolve_crs(system, "crs").degrees and not (-90.0 <= la <= 90.0
                                                     and -180.0 <= lo <= 180.0):
         return la, lo
-    try:
-        return _transform(la, lo, system, "wgs84")
-    except ValueError:                     # PROJ could not map it
-        return math.nan, math.nan
+    la, lo = _point_to_wgs84(la, lo, system)     # a non-finite result is named INVALID
+    return la, lo
 
 
 def _rows_to_wgs84(la, lo, system):
