@@ -191,6 +191,10 @@ def main(argv):
         if "--kill-at-call" in argv else -1
     kill_in_enqueue = int(argv[argv.index("--kill-in-enqueue") + 1]) \
         if "--kill-in-enqueue" in argv else -1
+    # wait (for the parent's SIGKILL) right after reporting this tick: the kill
+    # then lands at a known point, so the runs after it have known work left
+    wait_at_tick = int(argv[argv.index("--wait-at-tick") + 1]) \
+        if "--wait-at-tick" in argv else -1
     con = sqlite3.connect(db, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=NORMAL")
@@ -256,6 +260,8 @@ def main(argv):
                         [("tick", tick + 1), ("clock", t)])
         con.execute("COMMIT")
         print(f"TICK {tick}", flush=True)
+        if tick == wait_at_tick:
+            sys.stdin.readline()
         prev = t
         tick += 1
     print("DONE", flush=True)

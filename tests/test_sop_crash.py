@@ -36,8 +36,8 @@ QUIET_STEPS = {"welcome", "pickup_reminder", "group_invite", "coupon"}
 def _child(db, effects, *extra):
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen([sys.executable, str(HERE / "sop_driver.py"), str(db), str(effects),
-                             *map(str, extra)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                             *map(str, extra)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
 
 
 def _run(db, effects, *extra):
@@ -88,8 +88,9 @@ def event(tmp_path_factory):
                                 b15).fetchone()[0]
                     for t in ("drv_orders", "sop_log", "sop_tasks")]
 
-    # 3. killed by the parent on a progress marker (wherever the child then is)
-    p = _child(db, eff)
+    # 3. killed by the parent on a progress marker (the child waits there, so that
+    #    the kill lands at a known point and step 4 has its 700 calls left to make)
+    p = _child(db, eff, "--wait-at-tick", 300)
     for line in p.stdout:
         if line.strip() == "TICK 300":
             p.send_signal(signal.SIGKILL)
