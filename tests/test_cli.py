@@ -50,3 +50,12 @@ def test_bad_option_value_is_a_clear_error(capsys):
         main(["demo", "--leaders", "0"])
     assert e.value.code == 2
     assert "lbsdispatch: error: n_leaders must be >= 1" in capsys.readouterr().err
+
+
+def test_demo_dir_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+    f = tmp_path / "not-a-folder"
+    f.write_text("x")
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--leaders", "5", "--orders", "10", "--dir", str(f)])
+    assert e.value.code == 2
+    assert "is a file, not a folder" in capsys.readouterr().err

@@ -96,3 +96,8 @@ def test_crs_is_saved_pickled_and_stored(ev, tmp_path):
     assert np.allclose(again.index.lat, ev.leader_lat, atol=1e-8)
     with pytest.raises(ValueError, match="crs"):
         Dispatcher([1], [30.0], [120.0], crs="mars")
+
+
+def test_keep_orders_must_be_a_bool():
+    with pytest.raises(ValueError, match="keep_orders"):
+        Dispatcher([1], [30.0], [120.0], keep_orders="no")

@@ -76,6 +76,8 @@ def run(args, out):
     idents, returning, leader_of = synth.identities(ev, returning=0.30, seed=args.seed)
     t_gen = _ms(t0)
     folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="lbsdispatch-demo-"))
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--dir {str(folder)!r} is a file, not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     store = folder / "event.sqlite"
     for stale in (store, Path(f"{store}-wal"), Path(f"{store}-shm")):

@@ -421,6 +421,8 @@ class Dispatcher:
         if not keep_orders and store is not None:
             raise ValueError("keep_orders=False is for in-memory dispatch; a store keeps "
                              "every order")
+        if not isinstance(keep_orders, (bool, np.bool_)):
+            raise ValueError(f"keep_orders must be True or False, got {keep_orders!r}")
         self._keep_orders = bool(keep_orders)
         self._log = OrderLog()
         self._next_order = 0
@@ -621,14 +623,20 @@ class Dispatcher:
                     np.concatenate([self._priority, pri]))
         self._commit(leaders=range(n0, n0 + m))
 
+    def _wgs84_point(self, lat, lon):
+        """One point handed in, in WGS-84; what cannot be read is left as it is
+        for the caller's check to name."""
+        if self.crs == "wgs84":
+            return lat, lon
+        try:
+            return _one_to_wgs84(float(lat), float(lon), self.crs)
+        except (TypeError, ValueError):
+            return lat, lon
+
     def move_leader(self, leader_id, lat, lon):
         """Move a leader's pickup point (its orders stay with it)."""
         i = self._leader(leader_id)
-        if self.crs != "wgs84":
-            try:
-                lat, lon = _one_to_wgs84(float(lat), float(lon), self.crs)
-            except (TypeError, ValueError):
-                pass                       # named by the check below
+        lat, lon = self._wgs84_point(lat, lon)
         bad = _coord_problem(lat, lon)
         if bad:
             raise ValueError(f"lat = {lat!r}, lon = {lon!r}: "
@@ -1299,11 +1307,7 @@ class Dispatcher:
         list of (leader_id, distance_m)
             Nearest first; shorter than k when fewer leaders qualify.
         """
-        if self.crs != "wgs84":
-            try:
-                lat, lon = _one_to_wgs84(float(lat), float(lon), self.crs)
-            except (TypeError, ValueError):
-                pass                       # named by the check below
+        lat, lon = self._wgs84_point(lat, lon)
         bad = _coord_problem(lat, lon)
         if bad:
             raise ValueError(_REASONS[Outcome.INVALID, bad].replace("invalid: ", ""))
