@@ -43,9 +43,11 @@ if str(HERE) not in sys.path:
 
 from _bench_common import (  # noqa: E402
     EVENTS, SCALAR_CALLS, PykdtreeWorker, balltree_orders, batch_query, build, build_fn,
-    calibrate, load, scalar_latency_ns, time_loop, versions,
+    load, scalar_latency_ns, versions,
 )
 import memory  # noqa: E402
+
+from lbsdispatch.bench import InChild, InProcess, interleaved  # noqa: E402
 
 # Columns: (key, header).  Values are stored as results[event][(row, col)].
 COLS = [("ours", "ours"), ("ck1", "cKDTree w=1"), ("ckall", "cKDTree w=-1"),
@@ -63,50 +65,6 @@ TIME_ROWS = ("build", "k1", "k5", "all")
 # ---------------------------------------------------------------- measuring
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-class InProcess:
-    """A callable timed in this process."""
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def calibrate(self, min_time):
-        return calibrate(self.fn, min_time)
-
-    def loop(self, number):
-        return time_loop(self.fn, number)
-
-
-class InChild:
-    """An operation of a pykdtree child process, timed by the child itself."""
-
-    def __init__(self, worker: PykdtreeWorker, op: str):
-        self.worker, self.op = worker, op
-
-    def calibrate(self, min_time):
-        r = self.worker.ask("calibrate", self.op, min_time)
-        return r["number"], r["seconds"]
-
-    def loop(self, number):
-        return self.worker.ask("loop", self.op, number)["seconds"]
-
-
-def interleaved(timers: dict, repeat: int, min_time: float) -> dict:
-    """``{key: seconds per call}``, min over ``repeat`` rounds.
-
-    Each round times every peer once, in a rotating order, so that a burst of
-    background load on a shared machine hits all peers alike rather than
-    whichever happened to be measured at that moment.
-    """
-    number, best = {}, {}
-    for key, t in timers.items():
-        number[key], best[key] = t.calibrate(min_time)
-    keys = list(timers)
-    for r in range(max(1, repeat)):
-        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
-            best[key] = min(best[key], timers[key].loop(number[key]))
-    return best
 
 
 def measure_event(event: str, repeat: int, min_time: float, with_memory: bool) -> dict:

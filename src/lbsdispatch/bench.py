@@ -490,7 +490,9 @@ def missing_peers():
     return out
 
 
-class _InProcess:
+class InProcess:
+    """A callable timed in this process."""
+
     def __init__(self, fn):
         self.fn = fn
 
@@ -501,7 +503,9 @@ class _InProcess:
         return time_loop(self.fn, number)
 
 
-class _InChild:
+class InChild:
+    """An operation of a pykdtree child process, timed by the child itself."""
+
     def __init__(self, worker, op):
         self.worker, self.op = worker, op
 
@@ -560,20 +564,20 @@ def index_rows(event, repeat, min_time, log=None):
         if log:
             log("build")
         rows.append(("build", interleaved({
-            "ours": _InProcess(build_fn("ours", d)), "cKDTree w=1": _InProcess(
-                build_fn("ckdtree", d)), "pykdtree 1 thread": _InChild(pk1, "build"),
-            "BallTree": _InProcess(build_fn("balltree", d))}, repeat, min_time)))
+            "ours": InProcess(build_fn("ours", d)), "cKDTree w=1": InProcess(
+                build_fn("ckdtree", d)), "pykdtree 1 thread": InChild(pk1, "build"),
+            "BallTree": InProcess(build_fn("balltree", d))}, repeat, min_time)))
         trees = {p: build(p, d) for p in ("ours", "ckdtree", "balltree")}
         sub = d.orders(balltree_orders(d))
         for k in (1, 5):
             if log:
                 log(f"k={k} batch")
             got = interleaved({
-                "ours": _InProcess(batch_query("ours", trees["ours"], d, k=k, workers=1)),
-                "cKDTree w=1": _InProcess(batch_query("ckdtree", trees["ckdtree"], d, k=k,
+                "ours": InProcess(batch_query("ours", trees["ours"], d, k=k, workers=1)),
+                "cKDTree w=1": InProcess(batch_query("ckdtree", trees["ckdtree"], d, k=k,
                                                       workers=1)),
-                "pykdtree 1 thread": _InChild(pk1, f"q{k}"),
-                "BallTree": _InProcess(batch_query("balltree", trees["balltree"], sub, k=k))},
+                "pykdtree 1 thread": InChild(pk1, f"q{k}"),
+                "BallTree": InProcess(batch_query("balltree", trees["balltree"], sub, k=k))},
                 repeat, min_time)
             # BallTree is slow: on a large event it queries a prefix, scaled per order
             got["BallTree"] *= d.n_orders / sub.n_orders
@@ -581,10 +585,10 @@ def index_rows(event, repeat, min_time, log=None):
         if log:
             log("all cores")
         rows.append(("k=1 batch, all cores", interleaved({
-            "ours": _InProcess(batch_query("ours", trees["ours"], d, k=1, workers=-1)),
-            "cKDTree w=-1": _InProcess(batch_query("ckdtree", trees["ckdtree"], d, k=1,
+            "ours": InProcess(batch_query("ours", trees["ours"], d, k=1, workers=-1)),
+            "cKDTree w=-1": InProcess(batch_query("ckdtree", trees["ckdtree"], d, k=1,
                                                    workers=-1)),
-            "pykdtree default": _InChild(pkall, "q1")}, repeat, min_time)))
+            "pykdtree default": InChild(pkall, "q1")}, repeat, min_time)))
         if log:
             log("single queries")
         n = max(500, int(2000 * min_time / 0.1))
