@@ -412,6 +412,27 @@ def test_spillover_counts_full_nearer_leaders():
     assert a[1].reason == "nearer leaders full; next nearest with room"
 
 
+@pytest.mark.parametrize("leafsize", [4, 16, 100])
+def test_spillover_past_hundreds_of_full_leaders(leafsize):
+    # More full leaders nearer than the pick than the search's buffer of
+    # full-leader distances holds (128): the count must come out exact anyway,
+    # also with leaves longer than one scan (32 points).
+    n = 400
+    rng = np.random.default_rng(3)
+    lat = rng.uniform(-0.01, 0.01, n)
+    lon = rng.uniform(-0.01, 0.01, n)
+    dist = np.hypot(lat, lon)
+    far = np.argsort(dist)[-5:]                     # the five farthest have room
+    cap = np.zeros(n, dtype=np.int64)
+    cap[far] = 1
+    d = Dispatcher(np.arange(n), lat, lon, capacity=cap, leafsize=leafsize)
+    ref = ReferenceDispatcher(list(range(n)), lat.tolist(), lon.tolist(), capacity=cap.tolist())
+    for k in range(6):
+        got = d.assign(0.0, 0.0, order_id=k)
+        check_one(got, ref.assign(0.0, 0.0, k), d, f"order {k}")
+        assert got.n_full_nearer > 128 or got.outcome == Outcome.ALL_FULL
+    assert got.outcome == Outcome.ALL_FULL
+
 def test_duplicate_position_tie_break_by_load_priority_id():
     # four leaders at one point; capacities make load ratios differ after a few orders
     kw = dict(lat=[1.0] * 4, lon=[2.0] * 4, capacity=[4, 2, 4, 100])

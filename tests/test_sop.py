@@ -132,6 +132,14 @@ def test_property_local_hours(t, z):
     assert local(h, z).minute == 0 and local(next_local_hour(t, z), z).minute == 0
 
 
+def test_local_hour_of_a_time_just_below_the_hour():
+    # datetime.fromtimestamp rounds 1799999999.9999998 up to the next hour
+    t = 1799999999.9999998
+    z = ZoneInfo("Asia/Shanghai")
+    assert local_hour(t, z) == 1800000000.0 - 3600.0
+    assert next_local_hour(t, z) == 1800000000.0
+
+
 def test_welcome_held_by_quiet_hours_in_the_leaders_zone():
     t0 = at(SH, 2024, 6, 1, 23, 30)       # = 21:00 in Kolkata
     e, clock, rec = engine(t0, leader_tz={"K": "Asia/Kolkata"})

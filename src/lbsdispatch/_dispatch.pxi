@@ -50,6 +50,7 @@ cdef struct State:
     int64_t* load          # live load, tree order
     uint8_t* active
     uint8_t* ok            # active and load < cap
+    double* pen            # 0.0 where ok, else inf: ok as an addend to a distance
     const double* r2       # own service radius as squared chord (inf: none)
     const double* rm       # own service radius in metres (inf: none)
     const int64_t* prio
@@ -60,6 +61,7 @@ cdef struct State:
     double g2              # global max distance as squared chord (inf: none)
     double gm              # global max distance in metres (inf: none)
     double tie_tol         # tie tolerance in metres
+    bint plain             # no radius at all (global or own): every leader is in range
     int keys[3]
     int nkeys
     bint strict            # capacity enforced
@@ -114,6 +116,11 @@ cdef inline bint ahead(const State* s, const double* q, double d2a, intp a, doub
     return c < 0 or (c == 0 and tie_less(s, a, b))
 
 
+cdef inline void set_ok(State* s, intp p, uint8_t v) noexcept nogil:
+    s.ok[p] = v
+    s.pen[p] = 0.0 if v else INFINITY
+
+
 cdef inline void counts_add(State* s, intp p, int32_t davail, int32_t dfull) noexcept nogil:
     cdef intp node = s.leaf_of[p]
     while True:
@@ -134,7 +141,7 @@ cdef void set_state(State* s, intp p, uint8_t active, int64_t load, int64_t cap)
     s.cap[p] = cap
     now_ok = active and (load < cap or not s.strict)
     now_full = active and not now_ok
-    s.ok[p] = now_ok
+    set_ok(s, p, now_ok)
     if was_ok != now_ok or was_full != now_full:
         counts_add(s, p, <int32_t>now_ok - <int32_t>was_ok, <int32_t>now_full - <int32_t>was_full)
 
@@ -149,6 +156,59 @@ cdef struct Pick:
     bint overflow          # more full leaders seen than the buffer holds: recount
 
 
+cdef inline intp scan_plain(const State* s, const double* q, intp p0, intp n, Pick* b,
+                            double* bnd, double* fd2, intp nf, bint count) noexcept nogil:
+    """Scan leaders p0 .. p0+n-1 (no radius anywhere) for ``nearest_ok``.
+
+    Which leaders are full, and which distance beats the bound, are coin flips
+    for the branch predictor, so the pass over the leaders has no branch: it
+    keeps the least and second least distance among leaders with room (``pen``
+    adds infinity to the others) and where the least is, and, with ``count``,
+    appends the distances of full leaders within the bound to ``fd2`` (returns
+    the new length).  Then one comparison with the pick; only two leaders
+    within rounding of each other need the tie rule on the whole leaf.
+    """
+    cdef const double* x = s.t.pts + 3 * p0
+    cdef const double* pen = s.pen + p0
+    cdef const uint8_t* ok = s.ok + p0
+    cdef const uint8_t* act = s.active + p0
+    cdef double dx, dy, dz, d2, okd, hi, m = INFINITY, m2 = INFINITY, lim = bnd[0], thr
+    cdef intp j, jm = 0
+    cdef intp more = 1 if count else 0
+    for j in range(n):
+        dx = q[0] - x[3 * j]
+        dy = q[1] - x[3 * j + 1]
+        dz = q[2] - x[3 * j + 2]
+        d2 = dx * dx + dy * dy + dz * dz
+        okd = d2 + pen[j]
+        hi = okd if okd > m else m
+        m2 = hi if hi < m2 else m2
+        jm = j if okd < m else jm
+        m = okd if okd < m else m
+        fd2[nf] = d2            # kept only if counted: nf < FULLBUF + 1 always
+        nf += (act[j] & (ok[j] ^ 1)) & (d2 <= lim) & more
+    if m > lim:
+        return nf
+    thr = with_slack(m)
+    if m2 > thr:
+        if b.pos < 0 or ahead(s, q, m, p0 + jm, b.d2, b.pos):
+            b.d2 = m
+            b.pos = p0 + jm
+            bnd[0] = thr
+        return nf
+    for j in range(n):          # near-equal distances: the tie rule decides
+        dx = q[0] - x[3 * j]
+        dy = q[1] - x[3 * j + 1]
+        dz = q[2] - x[3 * j + 2]
+        d2 = dx * dx + dy * dy + dz * dz
+        if d2 <= thr and ok[j]:
+            if b.pos < 0 or ahead(s, q, d2, p0 + j, b.d2, b.pos):
+                b.d2 = d2
+                b.pos = p0 + j
+                bnd[0] = with_slack(d2)
+    return nf
+
+
 cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
                      bint count) noexcept nogil:
     """Nearest leader with room inside its own and the global radius, into ``b``.
@@ -161,14 +221,13 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
     """
     cdef const Tree* t = s.t
     cdef Frame stack[MAX_DEPTH]
-    cdef double fd2[FULLBUF]
+    cdef double fd2[FULLBUF + 1]  # + 1: scan_plain writes one slot past the count
     cdef intp nf = 0
-    cdef intp top = 0, node = 0, p, end, near, far, i
+    cdef intp top = 0, node = 0, p, end, near, far, i, n_leaf
     cdef int32_t d
     cdef double dx, dy, dz, d2, diff, rd = 0.0, nrd, old
     cdef double off[3]          # per-axis offsets to the planes crossed so far
     cdef double bnd = bound
-    cdef const int32_t* want = s.avail
     cdef const double* x
     off[0] = 0.0
     off[1] = 0.0
@@ -196,7 +255,17 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
             else:
                 node = -1
                 break
-        if node >= 0:
+        if node >= 0 and s.plain:
+            p = t.start[node]
+            end = t.end[node]
+            while p < end:
+                n_leaf = end - p if end - p < LEAFBUF else LEAFBUF
+                if count and nf + n_leaf > FULLBUF:
+                    b.overflow = True          # recounted by the caller
+                    count = False
+                nf = scan_plain(s, q, p, n_leaf, b, &bnd, fd2, nf, count)
+                p += n_leaf
+        elif node >= 0:
             p = t.start[node]
             end = t.end[node]
             x = t.pts + 3 * p
@@ -421,7 +490,7 @@ cdef void dispatch_one(State* s, const double* q, intp chosen, intp bound_to,
     r.dist_m = chord2_to_m(d2, q, s.t.pts + 3 * r.pos)
     s.load[r.pos] += 1
     if s.strict and s.load[r.pos] >= s.cap[r.pos]:
-        s.ok[r.pos] = 0
+        set_ok(s, r.pos, 0)
         counts_add(s, r.pos, -1, 1)
 
 
@@ -434,7 +503,7 @@ cdef class _DispatchCore:
 
     cdef State s
     cdef readonly _LeaderTree tree
-    cdef object _cap, _load, _active, _ok, _r2, _rm, _prio, _maxr2, _avail, _full, _leaf_of
+    cdef object _cap, _load, _active, _ok, _pen, _r2, _rm, _prio, _maxr2, _avail, _full, _leaf_of
     cdef const intp[::1] inv       # original index -> tree position
 
     def __init__(self, _LeaderTree tree, capacity, load, active, radius_m, priority,
@@ -459,11 +528,13 @@ cdef class _DispatchCore:
         self._avail = np.zeros(n_nodes, dtype=np.int32)
         self._full = np.zeros(n_nodes, dtype=np.int32)
         self._ok = np.zeros(n, dtype=np.uint8)
+        self._pen = np.zeros(n, dtype=np.float64)
         self._leaf_of = np.zeros(n, dtype=np.intp)
         cdef int64_t[::1] capv = self._cap
         cdef int64_t[::1] loadv = self._load
         cdef uint8_t[::1] actv = self._active
         cdef uint8_t[::1] okv = self._ok
+        cdef double[::1] penv = self._pen
         cdef const double[::1] r2v = self._r2
         cdef const double[::1] rmv = self._rm
         cdef const int64_t[::1] priov = self._prio
@@ -476,6 +547,7 @@ cdef class _DispatchCore:
         self.s.load = &loadv[0] if n else NULL
         self.s.active = &actv[0] if n else NULL
         self.s.ok = &okv[0] if n else NULL
+        self.s.pen = &penv[0] if n else NULL
         self.s.r2 = &r2v[0] if n else NULL
         self.s.rm = &rmv[0] if n else NULL
         self.s.prio = &priov[0] if n else NULL
@@ -487,6 +559,7 @@ cdef class _DispatchCore:
         self.s.gm = max_distance_m
         self.s.g2 = m_to_chord2(max_distance_m) if max_distance_m != INFINITY else INFINITY
         self.s.tie_tol = tie_tolerance_m
+        self.s.plain = self.s.g2 == INFINITY and bool(np.all(rm == np.inf))
         self.s.nkeys = 0
         for key in tie_keys:
             self.s.keys[self.s.nkeys] = {"load": KEY_LOAD, "priority": KEY_PRIORITY,
@@ -500,6 +573,7 @@ cdef class _DispatchCore:
                     if r2v[p] > maxr2v[node]:
                         maxr2v[node] = r2v[p]
                     okv[p] = actv[p] and (loadv[p] < capv[p] or not strict)
+                    penv[p] = 0.0 if okv[p] else INFINITY
                     availv[node] += okv[p]
                     fullv[node] += actv[p] and not okv[p]
             else:
@@ -633,10 +707,10 @@ cdef class _DispatchCore:
                 idx[j] = self.tree.perm_v[b.pos]
                 dist[j] = chord2_to_m(b.d2, q, self.s.t.pts + 3 * b.pos)
                 taken.append(b.pos)
-                self.s.ok[b.pos] = 0
+                set_ok(&self.s, b.pos, 0)
                 counts_add(&self.s, b.pos, -1, 0)
         finally:
             for p in taken:
-                self.s.ok[<intp>p] = 1
+                set_ok(&self.s, <intp>p, 1)
                 counts_add(&self.s, <intp>p, 1, 0)
         return idx, dist

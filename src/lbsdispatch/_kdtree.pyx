@@ -256,6 +256,56 @@ cdef inline void push_frame(Frame* f, intp node, double rd, const double* off, i
     f.off[d] = diff
 
 
+# Points a leaf scan takes in one go (longer leaves are scanned in pieces).
+DEF LEAFBUF = 32
+
+
+cdef inline void scan1(const Tree* t, const double* q, intp p0, intp n, Best1* b) noexcept nogil:
+    """Offer points p0 .. p0+n-1 to the nearest-point search ``b``.
+
+    Whether a point beats the bound is a coin flip for the branch predictor,
+    so the pass over the points has no branch: it keeps the least and second
+    least distance and where the least is.  Then one comparison with the best;
+    only two points within rounding of each other need the tie rule (by rank)
+    on the whole run.
+    """
+    cdef const double* x = t.pts + 3 * p0
+    cdef double dx, dy, dz, d2, hi, m = INFINITY, m2 = INFINITY, thr
+    cdef intp j, jm = 0, p
+    for j in range(n):
+        dx = q[0] - x[3 * j]
+        dy = q[1] - x[3 * j + 1]
+        dz = q[2] - x[3 * j + 2]
+        d2 = dx * dx + dy * dy + dz * dz
+        hi = d2 if d2 > m else m
+        m2 = hi if hi < m2 else m2
+        jm = j if d2 < m else jm
+        m = d2 if d2 < m else m
+    if m > b.bound:
+        return
+    thr = with_slack(m)
+    if m2 > thr:
+        p = p0 + jm
+        if b.pos < 0 or before(t, q, m, t.rank[p], p, b.d2, b.rank, b.pos):
+            b.d2 = m
+            b.bound = thr
+            b.rank = t.rank[p]
+            b.pos = p
+        return
+    for j in range(n):          # near-equal distances: the tie rule decides
+        dx = q[0] - x[3 * j]
+        dy = q[1] - x[3 * j + 1]
+        dz = q[2] - x[3 * j + 2]
+        d2 = dx * dx + dy * dy + dz * dz
+        if d2 <= thr:
+            p = p0 + j
+            if b.pos < 0 or before(t, q, d2, t.rank[p], p, b.d2, b.rank, b.pos):
+                b.d2 = d2
+                b.bound = with_slack(d2)
+                b.rank = t.rank[p]
+                b.pos = p
+
+
 cdef void nn1(const Tree* t, const double* q, Best1* b) noexcept nogil:
     """Nearest point to q, into ``b`` (which holds the bound to start from).
 
@@ -264,12 +314,11 @@ cdef void nn1(const Tree* t, const double* q, Best1* b) noexcept nogil:
     the best has since moved below it.
     """
     cdef Frame stack[MAX_DEPTH]
-    cdef intp top = 0, node = 0, p, end, near
+    cdef intp top = 0, node = 0, p, end, near, n_leaf
     cdef int32_t d
-    cdef double dx, dy, dz, d2, diff, rd = 0.0, nrd
+    cdef double diff, rd = 0.0, nrd
     cdef double old
     cdef double off[3]          # per-axis offsets to the planes crossed so far
-    cdef const double* x
     off[0] = 0.0
     off[1] = 0.0
     off[2] = 0.0
@@ -287,20 +336,10 @@ cdef void nn1(const Tree* t, const double* q, Best1* b) noexcept nogil:
             node = near
         p = t.start[node]
         end = t.end[node]
-        x = t.pts + 3 * p
         while p < end:
-            dx = q[0] - x[0]
-            dy = q[1] - x[1]
-            dz = q[2] - x[2]
-            d2 = dx * dx + dy * dy + dz * dz
-            if d2 <= b.bound:
-                if b.pos < 0 or before(t, q, d2, t.rank[p], p, b.d2, b.rank, b.pos):
-                    b.d2 = d2
-                    b.bound = with_slack(d2)
-                    b.rank = t.rank[p]
-                    b.pos = p
-            x += 3
-            p += 1
+            n_leaf = end - p if end - p < LEAFBUF else LEAFBUF
+            scan1(t, q, p, n_leaf, b)
+            p += n_leaf
         while True:
             if top == 0:
                 return
@@ -349,15 +388,38 @@ cdef inline void kbest_add(const Tree* t, const double* q, KBest* h, double d2, 
         h.bound = with_slack(h.d2[h.k - 1])
 
 
+cdef inline void scank(const Tree* t, const double* q, intp p0, intp n, KBest* h) noexcept nogil:
+    """Offer points p0 .. p0+n-1 to the k-nearest search ``h``.
+
+    A branch-free pass gathers the points within the bound (a coin flip per
+    point for the branch predictor); only those are offered to the sorted list.
+    """
+    cdef double dl[LEAFBUF]
+    cdef intp cand[LEAFBUF]
+    cdef const double* x = t.pts + 3 * p0
+    cdef double dx, dy, dz, d2, lim = h.bound
+    cdef intp j, nc = 0
+    for j in range(n):
+        dx = q[0] - x[3 * j]
+        dy = q[1] - x[3 * j + 1]
+        dz = q[2] - x[3 * j + 2]
+        d2 = dx * dx + dy * dy + dz * dz
+        dl[nc] = d2
+        cand[nc] = j
+        nc += d2 <= lim
+    for j in range(nc):
+        if dl[j] <= h.bound:
+            kbest_add(t, q, h, dl[j], t.rank[p0 + cand[j]], p0 + cand[j])
+
+
 cdef void knn(const Tree* t, const double* q, KBest* h) noexcept nogil:
     """The k nearest points to q (h.bound holds the starting cap), same walk as nn1."""
     cdef Frame stack[MAX_DEPTH]
-    cdef intp top = 0, node = 0, p, end, near
+    cdef intp top = 0, node = 0, p, end, near, n_leaf
     cdef int32_t d
-    cdef double dx, dy, dz, d2, diff, rd = 0.0, nrd
+    cdef double diff, rd = 0.0, nrd
     cdef double old
     cdef double off[3]          # per-axis offsets to the planes crossed so far
-    cdef const double* x
     off[0] = 0.0
     off[1] = 0.0
     off[2] = 0.0
@@ -374,16 +436,10 @@ cdef void knn(const Tree* t, const double* q, KBest* h) noexcept nogil:
             node = near
         p = t.start[node]
         end = t.end[node]
-        x = t.pts + 3 * p
         while p < end:
-            dx = q[0] - x[0]
-            dy = q[1] - x[1]
-            dz = q[2] - x[2]
-            d2 = dx * dx + dy * dy + dz * dz
-            if d2 <= h.bound:
-                kbest_add(t, q, h, d2, t.rank[p], p)
-            x += 3
-            p += 1
+            n_leaf = end - p if end - p < LEAFBUF else LEAFBUF
+            scank(t, q, p, n_leaf, h)
+            p += n_leaf
         while True:
             if top == 0:
                 return

@@ -147,7 +147,13 @@ class QuietHours:
 def local_hour(t: float, tz: ZoneInfo) -> float:
     """Start (epoch seconds) of the leader-local clock hour holding ``t``."""
     local = datetime.fromtimestamp(t, tz)
-    return local.replace(minute=0, second=0, microsecond=0).timestamp()
+    start = local.replace(minute=0, second=0, microsecond=0).timestamp()
+    if start > t:
+        # fromtimestamp rounds to the microsecond: a t less than half a
+        # microsecond before the hour lands in the next one.  A second earlier
+        # is safely inside t's own hour.
+        return local_hour(t - 1.0, tz)
+    return start
 
 
 def next_local_hour(t: float, tz: ZoneInfo) -> float:
