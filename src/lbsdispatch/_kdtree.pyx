@@ -388,38 +388,15 @@ cdef inline void kbest_add(const Tree* t, const double* q, KBest* h, double d2, 
         h.bound = with_slack(h.d2[h.k - 1])
 
 
-cdef inline void scank(const Tree* t, const double* q, intp p0, intp n, KBest* h) noexcept nogil:
-    """Offer points p0 .. p0+n-1 to the k-nearest search ``h``.
-
-    A branch-free pass gathers the points within the bound (a coin flip per
-    point for the branch predictor); only those are offered to the sorted list.
-    """
-    cdef double dl[LEAFBUF]
-    cdef intp cand[LEAFBUF]
-    cdef const double* x = t.pts + 3 * p0
-    cdef double dx, dy, dz, d2, lim = h.bound
-    cdef intp j, nc = 0
-    for j in range(n):
-        dx = q[0] - x[3 * j]
-        dy = q[1] - x[3 * j + 1]
-        dz = q[2] - x[3 * j + 2]
-        d2 = dx * dx + dy * dy + dz * dz
-        dl[nc] = d2
-        cand[nc] = j
-        nc += d2 <= lim
-    for j in range(nc):
-        if dl[j] <= h.bound:
-            kbest_add(t, q, h, dl[j], t.rank[p0 + cand[j]], p0 + cand[j])
-
-
 cdef void knn(const Tree* t, const double* q, KBest* h) noexcept nogil:
     """The k nearest points to q (h.bound holds the starting cap), same walk as nn1."""
     cdef Frame stack[MAX_DEPTH]
-    cdef intp top = 0, node = 0, p, end, near, n_leaf
+    cdef intp top = 0, node = 0, p, end, near
     cdef int32_t d
-    cdef double diff, rd = 0.0, nrd
+    cdef double dx, dy, dz, d2, diff, rd = 0.0, nrd
     cdef double old
     cdef double off[3]          # per-axis offsets to the planes crossed so far
+    cdef const double* x
     off[0] = 0.0
     off[1] = 0.0
     off[2] = 0.0
@@ -436,10 +413,16 @@ cdef void knn(const Tree* t, const double* q, KBest* h) noexcept nogil:
             node = near
         p = t.start[node]
         end = t.end[node]
+        x = t.pts + 3 * p
         while p < end:
-            n_leaf = end - p if end - p < LEAFBUF else LEAFBUF
-            scank(t, q, p, n_leaf, h)
-            p += n_leaf
+            dx = q[0] - x[0]
+            dy = q[1] - x[1]
+            dz = q[2] - x[2]
+            d2 = dx * dx + dy * dy + dz * dz
+            if d2 <= h.bound:
+                kbest_add(t, q, h, d2, t.rank[p], p)
+            x += 3
+            p += 1
         while True:
             if top == 0:
                 return
