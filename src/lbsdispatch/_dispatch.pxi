@@ -57,6 +57,7 @@ cdef struct State:
     const double* maxr2    # per node: largest r2 below it
     int32_t* avail         # per node: leaders with room below it
     int32_t* full          # per node: active leaders without room below it
+    int32_t* live          # per node: active leaders below it (avail + full)
     const intp* leaf_of    # tree position -> leaf node
     double g2              # global max distance as squared chord (inf: none)
     double gm              # global max distance in metres (inf: none)
@@ -126,6 +127,7 @@ cdef inline void counts_add(State* s, intp p, int32_t davail, int32_t dfull) noe
     while True:
         s.avail[node] += davail
         s.full[node] += dfull
+        s.live[node] += davail + dfull
         if node == 0:
             return
         node = (node - 1) >> 1
@@ -238,6 +240,8 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
     b.overflow = False
     if s.avail[0] == 0:
         return
+    # subtrees worth a visit: with room, or, when counting, any active leader
+    cdef const int32_t* want = s.live if count else s.avail
     while True:
         while node < t.first_leaf:
             d = t.dim[node]
@@ -246,11 +250,10 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
             far = 4 * node + 3 - near
             old = off[d]          # an index, not a branch: d is unpredictable
             nrd = rd - old * old + diff * diff
-            if (s.avail[far] > 0 or (count and s.full[far] > 0)) and nrd <= bnd \
-                    and nrd <= s.maxr2[far]:
+            if want[far] > 0 and nrd <= bnd and (s.plain or nrd <= s.maxr2[far]):
                 push_frame(&stack[top], far, nrd, off, d, diff)
                 top += 1
-            if (s.avail[near] > 0 or (count and s.full[near] > 0)) and rd <= s.maxr2[near]:
+            if want[near] > 0 and (s.plain or rd <= s.maxr2[near]):
                 node = near
             else:
                 node = -1
@@ -503,7 +506,8 @@ cdef class _DispatchCore:
 
     cdef State s
     cdef readonly _LeaderTree tree
-    cdef object _cap, _load, _active, _ok, _pen, _r2, _rm, _prio, _maxr2, _avail, _full, _leaf_of
+    cdef object _cap, _load, _active, _ok, _pen, _r2, _rm, _prio, _maxr2, _avail, _full, _live
+    cdef object _leaf_of
     cdef const intp[::1] inv       # original index -> tree position
 
     def __init__(self, _LeaderTree tree, capacity, load, active, radius_m, priority,
@@ -527,6 +531,7 @@ cdef class _DispatchCore:
         self._maxr2 = np.full(n_nodes, -1.0)
         self._avail = np.zeros(n_nodes, dtype=np.int32)
         self._full = np.zeros(n_nodes, dtype=np.int32)
+        self._live = np.zeros(n_nodes, dtype=np.int32)
         self._ok = np.zeros(n, dtype=np.uint8)
         self._pen = np.zeros(n, dtype=np.float64)
         self._leaf_of = np.zeros(n, dtype=np.intp)
@@ -541,6 +546,7 @@ cdef class _DispatchCore:
         cdef double[::1] maxr2v = self._maxr2
         cdef int32_t[::1] availv = self._avail
         cdef int32_t[::1] fullv = self._full
+        cdef int32_t[::1] livev = self._live
         cdef intp[::1] leafv = self._leaf_of
         self.s.t = &tree.t
         self.s.cap = &capv[0] if n else NULL
@@ -554,6 +560,7 @@ cdef class _DispatchCore:
         self.s.maxr2 = &maxr2v[0]
         self.s.avail = &availv[0]
         self.s.full = &fullv[0]
+        self.s.live = &livev[0]
         self.s.leaf_of = &leafv[0] if n else NULL
         self.s.strict = strict
         self.s.gm = max_distance_m
@@ -580,6 +587,7 @@ cdef class _DispatchCore:
                 maxr2v[node] = max(maxr2v[2 * node + 1], maxr2v[2 * node + 2])
                 availv[node] = availv[2 * node + 1] + availv[2 * node + 2]
                 fullv[node] = fullv[2 * node + 1] + fullv[2 * node + 2]
+            livev[node] = availv[node] + fullv[node]
 
     # -- state in original order ----------------------------------------------
     def _orig(self, arr):
@@ -620,6 +628,7 @@ cdef class _DispatchCore:
                               self.s.tie_tol, (), self.s.strict)
         return (np.array_equal(fresh._avail, self._avail)
                 and np.array_equal(fresh._full, self._full)
+                and np.array_equal(fresh._live, self._live)
                 and np.array_equal(fresh._ok, self._ok))
 
     # -- dispatch ----------------------------------------------------------------

@@ -440,6 +440,11 @@ class Dispatcher:
         self._idmap = _IdMap(self._ids)
         self._idmap.one(None if self._idmap.kind == "str" else 0)   # builds its dict
         self._missing_id = -1 if self._idmap.kind == "int" else None
+        # ids by position with the "no leader" id appended: leader -1 maps to it
+        # in one gather (the batch path)
+        self._ids_or_missing = np.concatenate([
+            self._ids.astype(np.int64 if self._idmap.kind == "int" else object),
+            np.array([self._missing_id], dtype=np.int64 if self._idmap.kind == "int" else object)])
         self._radius = radius
         self._priority = priority
         r = self.rules
@@ -1287,14 +1292,8 @@ class Dispatcher:
         return pos, wrong
 
     def _leader_ids_of(self, leader):
-        ok = leader >= 0
-        if self._idmap.kind == "int":
-            out = np.full(len(leader), -1, dtype=np.int64)
-            out[ok] = self._ids[leader[ok]]
-            return out
-        out = np.empty(len(leader), dtype=object)
-        out[ok] = self._ids[leader[ok]]
-        return out
+        """Leader ids of leader positions (-1: the missing id), a fresh array."""
+        return self._ids_or_missing[leader]
 
     def suggest(self, lat, lon, k=5):
         """The k nearest active leaders with room that would serve this address.
