@@ -387,6 +387,19 @@ def test_equal_reported_distances_are_in_id_order(kind, data):
                  strict_ties=True)
 
 
+def test_two_leaders_at_exactly_120_degrees_come_out_in_metres_order():
+    # Found by Hypothesis: two leaders at exactly 120 degrees from the query
+    # (the squared chord 3 where the metres formula switches from asin to
+    # atan2) were reported 1 ulp apart in decreasing order.
+    lat = np.array([-0., -90., -89.9999999, -60., -90., -89.9999, -45., -89.9999999, -90.])
+    lon = np.array([90., -180., -180., -90., -180., -180., -45., -180., -180.])
+    q_lat, q_lon = np.array([-0.]), np.array([90.])
+    ix = LeaderIndex(lat, lon, leafsize=1)
+    for k in (8, 9):
+        d, i = ix.query(q_lat, q_lon, k=k)
+        check_query(lat, lon, None, q_lat, q_lon, k, None, d, i, strict_ties=True)
+
+
 @pytest.mark.parametrize("leaders, query", [
     # the same pole under two longitudes
     (([-90.0, -90.0], [-179.9999999, -90.0]), (-45.0, -90.0)),

@@ -50,8 +50,12 @@ cdef double SLACK_ABS = 1e-300
 # Beyond this squared chord (~120 degrees) the chord no longer separates
 # distances finely enough: near the antipode it changes with the square of the
 # angle, and two leaders 0.1 m apart can round to the same chord.  Answers
-# that far out are re-ranked on the precise metres.
+# that far out are re-ranked on the precise metres.  chord2_to_m switches
+# formula at FAR_D2, and the two formulas may disagree by an ulp there, so
+# answers reaching the rounding band just below it are re-ranked too (else
+# two leaders at exactly 120 degrees can come out in the wrong metres order).
 cdef double FAR_D2 = 3.0
+cdef double FAR_D2_REFINE = 3.0 * (1.0 - 1e-9)
 
 EARTH_RADIUS_M = EARTH_R
 
@@ -866,7 +870,7 @@ cdef class _LeaderTree:
             nn1(&self.t, q, &b)
             if b.pos < 0:
                 return INFINITY, self.n_leaders
-            if b.d2 > FAR_D2:
+            if b.d2 > FAR_D2_REFINE:
                 return self._query_arrays(lat, lon, k, max_distance_m, workers)
             d = chord2_to_m(b.d2, q, self.t.pts + 3 * b.pos)
             if d > cap:
@@ -953,7 +957,7 @@ cdef class _LeaderTree:
                         if self.t.n > 0:
                             nn1(&self.t, q, &b)
                         if b.pos >= 0:
-                            if b.d2 > FAR_D2:
+                            if b.d2 > FAR_D2_REFINE:
                                 if refine_far(&self.t, q, b.d2, &far) != 0:
                                     rc = -1
                                     break
@@ -972,7 +976,7 @@ cdef class _LeaderTree:
                     h.bound = capc
                     if kk > 0:
                         knn(&self.t, q, &h)
-                    if h.size > 0 and h.d2[h.size - 1] > FAR_D2:
+                    if h.size > 0 and h.d2[h.size - 1] > FAR_D2_REFINE:
                         if refine_far(&self.t, q, h.d2[h.size - 1], &far) != 0:
                             rc = -1
                             break

@@ -1069,7 +1069,7 @@ class Dispatcher:
         refusal = np.where(invalid != 0, invalid, refusal).astype(np.int8)
         ok = (leader >= 0) & ~repeat
         if cust_list is None:
-            cust_col = np.full(n, None, dtype=object)
+            cust_col = np.empty(n, dtype=object)      # all None
         else:
             cust_col = np.empty(n, dtype=object)
             cust_col[:] = cust_list
@@ -1077,8 +1077,15 @@ class Dispatcher:
             self._fill_repeats(np.flatnonzero(repeat), oids, leader, dist, outcome, refusal,
                                n_full, cust_col)
         if self._keep_orders:
-            self._log.add_many(oids[ok], leader[ok], lat_a[ok], lon_a[ok], cust_col[ok],
-                               chosen[ok], None, dist[ok], outcome[ok], refusal[ok], n_full[ok])
+            # the log keeps its own copies (the result's arrays are the caller's);
+            # a copy is cheaper than a mask when every order was assigned
+            mask = None if ok.all() else ok
+
+            def own(a):
+                return a.copy() if mask is None else a[mask]
+            self._log.add_many(own(oids), own(leader), own(lat_a), own(lon_a), own(cust_col),
+                               own(chosen), None, own(dist), own(outcome), own(refusal),
+                               own(n_full))
         res = BatchResult(oids, self._leader_ids_of(leader), leader, dist, outcome, refusal,
                           n_full, cust_col, repeat, given_up)
         if self._store is not None:
