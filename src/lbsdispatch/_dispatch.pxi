@@ -51,6 +51,7 @@ cdef struct State:
     uint8_t* active
     uint8_t* ok            # active and load < cap
     double* pen            # 0.0 where ok, else inf: ok as an addend to a distance
+    double* fpen           # 0.0 where active and not ok (full), else inf
     const double* r2       # own service radius as squared chord (inf: none)
     const double* rm       # own service radius in metres (inf: none)
     const int64_t* prio
@@ -120,6 +121,7 @@ cdef inline bint ahead(const State* s, const double* q, double d2a, intp a, doub
 cdef inline void set_ok(State* s, intp p, uint8_t v) noexcept nogil:
     s.ok[p] = v
     s.pen[p] = 0.0 if v else INFINITY
+    s.fpen[p] = 0.0 if s.active[p] and not v else INFINITY
 
 
 cdef inline void counts_add(State* s, intp p, int32_t davail, int32_t dfull) noexcept nogil:
@@ -158,46 +160,46 @@ cdef struct Pick:
     bint overflow          # more full leaders seen than the buffer holds: recount
 
 
-cdef inline intp scan_plain(const State* s, const double* q, intp p0, intp n, Pick* b,
-                            double* bnd, double* fd2, intp nf, bint count) noexcept nogil:
-    """Scan leaders p0 .. p0+n-1 (no radius anywhere) for ``nearest_ok``.
+cdef inline double scan_plain(const State* s, const double* q, intp p0, intp n, Pick* b,
+                              double* bnd) noexcept nogil:
+    """Scan leaders p0 .. p0+n-1 (no radius anywhere) for ``nearest_ok``;
+    returns the least distance of a full leader among them (inf: none).
 
     Which leaders are full, and which distance beats the bound, are coin flips
     for the branch predictor, so the pass over the leaders has no branch: it
     keeps the least and second least distance among leaders with room (``pen``
-    adds infinity to the others) and where the least is, and, with ``count``,
-    appends the distances of full leaders within the bound to ``fd2`` (returns
-    the new length).  Then one comparison with the pick; only two leaders
-    within rounding of each other need the tie rule on the whole leaf.
+    adds infinity to the others) and where the least is, and the least among
+    full ones (``fpen``).  Then one comparison with the pick; only two leaders
+    within rounding of each other need the tie rule on the whole run.
     """
     cdef const double* x = s.t.pts + 3 * p0
     cdef const double* pen = s.pen + p0
+    cdef const double* fpen = s.fpen + p0
     cdef const uint8_t* ok = s.ok + p0
-    cdef const uint8_t* act = s.active + p0
-    cdef double dx, dy, dz, d2, okd, hi, m = INFINITY, m2 = INFINITY, lim = bnd[0], thr
+    cdef double dx, dy, dz, d2, okd, fd, hi, thr
+    cdef double m = INFINITY, m2 = INFINITY, mf = INFINITY
     cdef intp j, jm = 0
-    cdef intp more = 1 if count else 0
     for j in range(n):
         dx = q[0] - x[3 * j]
         dy = q[1] - x[3 * j + 1]
         dz = q[2] - x[3 * j + 2]
         d2 = dx * dx + dy * dy + dz * dz
         okd = d2 + pen[j]
+        fd = d2 + fpen[j]
+        mf = fd if fd < mf else mf
         hi = okd if okd > m else m
         m2 = hi if hi < m2 else m2
         jm = j if okd < m else jm
         m = okd if okd < m else m
-        fd2[nf] = d2            # kept only if counted: nf < FULLBUF + 1 always
-        nf += (act[j] & (ok[j] ^ 1)) & (d2 <= lim) & more
-    if m > lim:
-        return nf
+    if m > bnd[0]:
+        return mf
     thr = with_slack(m)
     if m2 > thr:
         if b.pos < 0 or ahead(s, q, m, p0 + jm, b.d2, b.pos):
             b.d2 = m
             b.pos = p0 + jm
             bnd[0] = thr
-        return nf
+        return mf
     for j in range(n):          # near-equal distances: the tie rule decides
         dx = q[0] - x[3 * j]
         dy = q[1] - x[3 * j + 1]
@@ -208,7 +210,22 @@ cdef inline intp scan_plain(const State* s, const double* q, intp p0, intp n, Pi
                 b.d2 = d2
                 b.pos = p0 + j
                 bnd[0] = with_slack(d2)
-    return nf
+    return mf
+
+
+cdef inline intp full_below(const State* s, const double* q, intp p0, intp n,
+                            double below) noexcept nogil:
+    """Full leaders among p0 .. p0+n-1 strictly nearer than squared chord ``below``."""
+    cdef const double* x = s.t.pts + 3 * p0
+    cdef const double* fpen = s.fpen + p0
+    cdef double dx, dy, dz
+    cdef intp j, c = 0
+    for j in range(n):
+        dx = q[0] - x[3 * j]
+        dy = q[1] - x[3 * j + 1]
+        dz = q[2] - x[3 * j + 2]
+        c += dx * dx + dy * dy + dz * dz + fpen[j] < below
+    return c
 
 
 cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
@@ -223,9 +240,13 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
     """
     cdef const Tree* t = s.t
     cdef Frame stack[MAX_DEPTH]
-    cdef double fd2[FULLBUF + 1]  # + 1: scan_plain writes one slot past the count
+    cdef double fd2[FULLBUF]      # distances of full leaders seen (radius rules)
     cdef intp nf = 0
-    cdef intp top = 0, node = 0, p, end, near, far, i, n_leaf
+    cdef intp fleaf[FULLBUF]      # leaves with a full leader within the bound (no radius)
+    cdef double fmin[FULLBUF]     # and the least distance of one
+    cdef intp nl = 0
+    cdef double lb, mf
+    cdef intp top = 0, node = 0, p, end, near, far, i
     cdef int32_t d
     cdef double dx, dy, dz, d2, diff, rd = 0.0, nrd, old
     cdef double off[3]          # per-axis offsets to the planes crossed so far
@@ -259,15 +280,17 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
                 node = -1
                 break
         if node >= 0 and s.plain:
-            p = t.start[node]
-            end = t.end[node]
-            while p < end:
-                n_leaf = end - p if end - p < LEAFBUF else LEAFBUF
-                if count and nf + n_leaf > FULLBUF:
+            # a leaf whose nearest full leader lies within the bound may hold
+            # full leaders nearer than the final pick: counted at the end
+            lb = bnd
+            mf = scan_plain(s, q, t.start[node], t.end[node] - t.start[node], b, &bnd)
+            if count and mf <= lb:
+                if nl < FULLBUF:
+                    fleaf[nl] = node
+                    fmin[nl] = mf
+                    nl += 1
+                else:
                     b.overflow = True          # recounted by the caller
-                    count = False
-                nf = scan_plain(s, q, p, n_leaf, b, &bnd, fd2, nf, count)
-                p += n_leaf
         elif node >= 0:
             p = t.start[node]
             end = t.end[node]
@@ -297,6 +320,10 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
             if top == 0:
                 for i in range(nf):
                     b.n_full += fd2[i] < b.d2
+                for i in range(nl):
+                    if fmin[i] < b.d2:
+                        p = t.start[fleaf[i]]
+                        b.n_full += full_below(s, q, p, t.end[fleaf[i]] - p, b.d2)
                 return
             top -= 1
             if stack[top].rd <= bnd:
@@ -506,7 +533,7 @@ cdef class _DispatchCore:
 
     cdef State s
     cdef readonly _LeaderTree tree
-    cdef object _cap, _load, _active, _ok, _pen, _r2, _rm, _prio, _maxr2, _avail, _full, _live
+    cdef object _cap, _load, _active, _ok, _pen, _fpen, _r2, _rm, _prio, _maxr2, _avail, _full, _live
     cdef object _leaf_of
     cdef const intp[::1] inv       # original index -> tree position
 
@@ -534,12 +561,14 @@ cdef class _DispatchCore:
         self._live = np.zeros(n_nodes, dtype=np.int32)
         self._ok = np.zeros(n, dtype=np.uint8)
         self._pen = np.zeros(n, dtype=np.float64)
+        self._fpen = np.zeros(n, dtype=np.float64)
         self._leaf_of = np.zeros(n, dtype=np.intp)
         cdef int64_t[::1] capv = self._cap
         cdef int64_t[::1] loadv = self._load
         cdef uint8_t[::1] actv = self._active
         cdef uint8_t[::1] okv = self._ok
         cdef double[::1] penv = self._pen
+        cdef double[::1] fpenv = self._fpen
         cdef const double[::1] r2v = self._r2
         cdef const double[::1] rmv = self._rm
         cdef const int64_t[::1] priov = self._prio
@@ -554,6 +583,7 @@ cdef class _DispatchCore:
         self.s.active = &actv[0] if n else NULL
         self.s.ok = &okv[0] if n else NULL
         self.s.pen = &penv[0] if n else NULL
+        self.s.fpen = &fpenv[0] if n else NULL
         self.s.r2 = &r2v[0] if n else NULL
         self.s.rm = &rmv[0] if n else NULL
         self.s.prio = &priov[0] if n else NULL
@@ -581,6 +611,7 @@ cdef class _DispatchCore:
                         maxr2v[node] = r2v[p]
                     okv[p] = actv[p] and (loadv[p] < capv[p] or not strict)
                     penv[p] = 0.0 if okv[p] else INFINITY
+                    fpenv[p] = 0.0 if actv[p] and not okv[p] else INFINITY
                     availv[node] += okv[p]
                     fullv[node] += actv[p] and not okv[p]
             else:
