@@ -50,8 +50,7 @@ cdef struct State:
     int64_t* load          # live load, tree order
     uint8_t* active
     uint8_t* ok            # active and load < cap
-    double* pen            # 0.0 where ok, else inf: ok as an addend to a distance
-    double* fpen           # 0.0 where active and not ok (full), else inf
+    uint8_t* st            # ok + 2 * active: 3 room, 2 full, 0 inactive (see PEN_OK)
     const double* r2       # own service radius as squared chord (inf: none)
     const double* rm       # own service radius in metres (inf: none)
     const int64_t* prio
@@ -118,10 +117,17 @@ cdef inline bint ahead(const State* s, const double* q, double d2a, intp a, doub
     return c < 0 or (c == 0 and tie_less(s, a, b))
 
 
+# Addends to a distance by leader state (State.st): the leaf scans take the
+# least distance among leaders with room, and among full ones, without a branch.
+cdef double PEN_OK[4]
+cdef double PEN_FULL[4]
+PEN_OK[:] = [INFINITY, INFINITY, INFINITY, 0.0]
+PEN_FULL[:] = [INFINITY, INFINITY, 0.0, INFINITY]
+
+
 cdef inline void set_ok(State* s, intp p, uint8_t v) noexcept nogil:
     s.ok[p] = v
-    s.pen[p] = 0.0 if v else INFINITY
-    s.fpen[p] = 0.0 if s.active[p] and not v else INFINITY
+    s.st[p] = v + 2 * s.active[p]
 
 
 cdef inline void counts_add(State* s, intp p, int32_t davail, int32_t dfull) noexcept nogil:
@@ -167,14 +173,13 @@ cdef inline double scan_plain(const State* s, const double* q, intp p0, intp n, 
 
     Which leaders are full, and which distance beats the bound, are coin flips
     for the branch predictor, so the pass over the leaders has no branch: it
-    keeps the least and second least distance among leaders with room (``pen``
-    adds infinity to the others) and where the least is, and the least among
-    full ones (``fpen``).  Then one comparison with the pick; only two leaders
+    keeps the least and second least distance among leaders with room and
+    where the least is, and the least among full ones (``PEN_OK`` and
+    ``PEN_FULL`` add infinity to the others).  Then one comparison with the pick; only two leaders
     within rounding of each other need the tie rule on the whole run.
     """
     cdef const double* x = s.t.pts + 3 * p0
-    cdef const double* pen = s.pen + p0
-    cdef const double* fpen = s.fpen + p0
+    cdef const uint8_t* st = s.st + p0
     cdef const uint8_t* ok = s.ok + p0
     cdef double dx, dy, dz, d2, okd, fd, hi, thr
     cdef double m = INFINITY, m2 = INFINITY, mf = INFINITY
@@ -184,8 +189,8 @@ cdef inline double scan_plain(const State* s, const double* q, intp p0, intp n, 
         dy = q[1] - x[3 * j + 1]
         dz = q[2] - x[3 * j + 2]
         d2 = dx * dx + dy * dy + dz * dz
-        okd = d2 + pen[j]
-        fd = d2 + fpen[j]
+        okd = d2 + PEN_OK[st[j]]
+        fd = d2 + PEN_FULL[st[j]]
         mf = fd if fd < mf else mf
         hi = okd if okd > m else m
         m2 = hi if hi < m2 else m2
@@ -217,14 +222,14 @@ cdef inline intp full_below(const State* s, const double* q, intp p0, intp n,
                             double below) noexcept nogil:
     """Full leaders among p0 .. p0+n-1 strictly nearer than squared chord ``below``."""
     cdef const double* x = s.t.pts + 3 * p0
-    cdef const double* fpen = s.fpen + p0
+    cdef const uint8_t* st = s.st + p0
     cdef double dx, dy, dz
     cdef intp j, c = 0
     for j in range(n):
         dx = q[0] - x[3 * j]
         dy = q[1] - x[3 * j + 1]
         dz = q[2] - x[3 * j + 2]
-        c += dx * dx + dy * dy + dz * dz + fpen[j] < below
+        c += dx * dx + dy * dy + dz * dz + PEN_FULL[st[j]] < below
     return c
 
 
@@ -533,7 +538,7 @@ cdef class _DispatchCore:
 
     cdef State s
     cdef readonly _LeaderTree tree
-    cdef object _cap, _load, _active, _ok, _pen, _fpen, _r2, _rm, _prio, _maxr2, _avail, _full, _live
+    cdef object _cap, _load, _active, _ok, _st, _r2, _rm, _prio, _maxr2, _avail, _full, _live
     cdef object _leaf_of
     cdef const intp[::1] inv       # original index -> tree position
 
@@ -560,15 +565,13 @@ cdef class _DispatchCore:
         self._full = np.zeros(n_nodes, dtype=np.int32)
         self._live = np.zeros(n_nodes, dtype=np.int32)
         self._ok = np.zeros(n, dtype=np.uint8)
-        self._pen = np.zeros(n, dtype=np.float64)
-        self._fpen = np.zeros(n, dtype=np.float64)
+        self._st = np.zeros(n, dtype=np.uint8)
         self._leaf_of = np.zeros(n, dtype=np.intp)
         cdef int64_t[::1] capv = self._cap
         cdef int64_t[::1] loadv = self._load
         cdef uint8_t[::1] actv = self._active
         cdef uint8_t[::1] okv = self._ok
-        cdef double[::1] penv = self._pen
-        cdef double[::1] fpenv = self._fpen
+        cdef uint8_t[::1] stv = self._st
         cdef const double[::1] r2v = self._r2
         cdef const double[::1] rmv = self._rm
         cdef const int64_t[::1] priov = self._prio
@@ -582,8 +585,7 @@ cdef class _DispatchCore:
         self.s.load = &loadv[0] if n else NULL
         self.s.active = &actv[0] if n else NULL
         self.s.ok = &okv[0] if n else NULL
-        self.s.pen = &penv[0] if n else NULL
-        self.s.fpen = &fpenv[0] if n else NULL
+        self.s.st = &stv[0] if n else NULL
         self.s.r2 = &r2v[0] if n else NULL
         self.s.rm = &rmv[0] if n else NULL
         self.s.prio = &priov[0] if n else NULL
@@ -610,8 +612,7 @@ cdef class _DispatchCore:
                     if r2v[p] > maxr2v[node]:
                         maxr2v[node] = r2v[p]
                     okv[p] = actv[p] and (loadv[p] < capv[p] or not strict)
-                    penv[p] = 0.0 if okv[p] else INFINITY
-                    fpenv[p] = 0.0 if actv[p] and not okv[p] else INFINITY
+                    stv[p] = okv[p] + 2 * (actv[p] != 0)
                     availv[node] += okv[p]
                     fullv[node] += actv[p] and not okv[p]
             else:
