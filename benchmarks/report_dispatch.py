@@ -6,7 +6,7 @@ Usage::
     python benchmarks/report_dispatch.py --nation        # + nation event (a few minutes)
 
 Every number is the best of several timed runs; peers run in the same process,
-interleaved, so background load hits them alike.  A fresh Dispatcher is built
+taking turns run by run, so bursts of background load hit them alike.  A fresh Dispatcher is built
 outside the timing for every run of ``assign_batch``.
 """
 from __future__ import annotations
@@ -26,22 +26,36 @@ from memory import _reset_hwm, _status_kib  # noqa: E402
 from lbsdispatch import LeaderIndex  # noqa: E402
 
 
-def best(fn, setup=None, repeat=5):
-    """Best wall time of ``fn(*setup())`` over ``repeat`` runs, GC off."""
-    out = []
-    for _ in range(repeat):
-        args = setup() if setup else ()
-        gc.disable()
-        t0 = time.perf_counter()
-        fn(*args)
-        out.append(time.perf_counter() - t0)
-        gc.enable()
-    return min(out)
+def timed(fn, *args):
+    """Wall time of one ``fn(*args)``, GC off."""
+    gc.disable()
+    t0 = time.perf_counter()
+    fn(*args)
+    t = time.perf_counter() - t0
+    gc.enable()
+    return t
 
 
-def assign_time(ev, repeat):
+def interleaved(runs, repeat):
+    """Best time of each named run, the runs taking turns ``repeat`` times.
+
+    ``runs`` maps a name to ``(fn, setup, times)``: ``setup()`` gives the
+    arguments (not timed), ``times`` caps how often a slow run is repeated.
+    Taking turns spreads the bursts of a shared machine's background load
+    over every party instead of landing on whichever ran during the burst.
+    """
+    out = {name: [] for name in runs}
+    for r in range(repeat):
+        for name, (fn, setup, times) in runs.items():
+            if r < times:
+                out[name].append(timed(fn, *(setup() if setup else ())))
+    return {name: min(ts) for name, ts in out.items()}
+
+
+def assign_run(ev):
+    """(fn, setup) timing ``assign_batch`` of ``ev`` on a fresh Dispatcher."""
     make = ours_assign_batch(ev)
-    return best(lambda d: d.assign_batch(ev.order_lat, ev.order_lon), lambda: (make(),), repeat)
+    return (lambda d: d.assign_batch(ev.order_lat, ev.order_lon)), (lambda: (make(),))
 
 
 def latency(call, args, n):
@@ -64,11 +78,15 @@ def city(repeat):
     lx, ox = unit_vectors("city")
     tree = cKDTree(lx)
     index = LeaderIndex(ev.leader_lat, ev.leader_lon)
-    ours = assign_time(ev, repeat)
-    ours7 = assign_time(ev7, repeat)
-    peer = best(ckdtree_greedy, lambda: (tree, ox, ev.capacity), max(2, repeat // 2))
-    peer7 = best(ckdtree_greedy, lambda: (tree, ox, ev7.capacity), max(2, repeat // 2))
-    floor = best(index.query, lambda: (ev.order_lat, ev.order_lon), repeat)
+    peers = max(2, repeat // 2)
+    t = interleaved({
+        "ours": (*assign_run(ev), repeat),
+        "ours7": (*assign_run(ev7), repeat),
+        "floor": (index.query, lambda: (ev.order_lat, ev.order_lon), repeat),
+        "peer": (ckdtree_greedy, lambda: (tree, ox, ev.capacity), peers),
+        "peer7": (ckdtree_greedy, lambda: (tree, ox, ev7.capacity), peers),
+    }, repeat)
+    ours, ours7, floor, peer, peer7 = (t[k] for k in ("ours", "ours7", "floor", "peer", "peer7"))
     n = ev.n_orders
     rows.append(("city 1.15x: assign_batch", ours, n))
     rows.append(("city 1.15x: cKDTree k=8 + Python loop", peer, n))
@@ -96,8 +114,9 @@ def nation(repeat):
     ev = event("nation", 1.15)
     lx, ox = unit_vectors("nation")
     tree = cKDTree(lx)
-    ours = assign_time(ev, repeat)
-    peer = best(lambda: tree.query(ox, workers=1), None, max(2, repeat // 2))
+    t = interleaved({"ours": (*assign_run(ev), repeat),
+                     "peer": (lambda: tree.query(ox, workers=1), None, repeat)}, repeat)
+    ours, peer = t["ours"], t["peer"]
     # peak memory of one assign_batch over a fresh dispatcher
     d = ours_assign_batch(ev)()
     gc.collect()
