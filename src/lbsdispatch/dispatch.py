@@ -1066,7 +1066,8 @@ class Dispatcher:
             _, sv, ab = merges[k]
             self.bindings.on_merge(sv, ab, t)
             k += 1
-        refusal = np.where(invalid != 0, invalid, refusal).astype(np.int8)
+        if invalid.any():
+            refusal = np.where(invalid != 0, invalid, refusal).astype(np.int8)
         ok = (leader >= 0) & ~repeat
         if cust_list is None:
             cust_col = np.empty(n, dtype=object)      # all None
@@ -1083,7 +1084,8 @@ class Dispatcher:
 
             def own(a):
                 return a.copy() if mask is None else a[mask]
-            self._log.add_many(own(oids), own(leader), own(lat_a), own(lon_a), own(cust_col),
+            self._log.add_many(own(oids), own(leader), own(lat_a), own(lon_a),
+                               None if cust_list is None else own(cust_col),
                                own(chosen), None, own(dist), own(outcome), own(refusal),
                                own(n_full))
         res = BatchResult(oids, self._leader_ids_of(leader), leader, dist, outcome, refusal,
