@@ -1313,7 +1313,11 @@ class Dispatcher:
         Returns
         -------
         list of (leader_id, distance_m)
-            Nearest first; shorter than k when fewer leaders qualify.
+            Nearest first; shorter than k when fewer leaders qualify.  Leaders
+            at the same distance follow the tie rule; ``Rules.tie_tolerance_m``
+            does not regroup the list (a buyer compares distances), so with a
+            tolerance the leader :meth:`assign` would pick may be a later one
+            within the tolerance of the first.
         """
         lat, lon = self._wgs84_point(lat, lon)
         bad = _coord_problem(lat, lon)
