@@ -127,7 +127,7 @@ PEN_FULL[:] = [INFINITY, INFINITY, 0.0, INFINITY]
 
 cdef inline void set_ok(State* s, intp p, uint8_t v) noexcept nogil:
     s.ok[p] = v
-    s.st[p] = v + 2 * s.active[p]
+    s.st[p] = (v != 0) + 2 * (s.active[p] != 0)     # an index into PEN_OK / PEN_FULL
 
 
 cdef inline void counts_add(State* s, intp p, int32_t davail, int32_t dfull) noexcept nogil:
@@ -175,8 +175,9 @@ cdef inline double scan_plain(const State* s, const double* q, intp p0, intp n, 
     for the branch predictor, so the pass over the leaders has no branch: it
     keeps the least and second least distance among leaders with room and
     where the least is, and the least among full ones (``PEN_OK`` and
-    ``PEN_FULL`` add infinity to the others).  Then one comparison with the pick; only two leaders
-    within rounding of each other need the tie rule on the whole run.
+    ``PEN_FULL`` add infinity to the others).  Then one comparison with the
+    pick; only two leaders within rounding of each other need the tie rule on
+    the whole run.
     """
     cdef const double* x = s.t.pts + 3 * p0
     cdef const uint8_t* st = s.st + p0
