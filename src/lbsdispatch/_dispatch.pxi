@@ -182,7 +182,7 @@ cdef inline double scan_plain(const State* s, const double* q, intp p0, intp n, 
     cdef const double* x = s.t.pts + 3 * p0
     cdef const uint8_t* st = s.st + p0
     cdef const uint8_t* ok = s.ok + p0
-    cdef double dx, dy, dz, d2, okd, fd, hi, thr
+    cdef double dx, dy, dz, d2, fd, thr
     cdef double m = INFINITY, m2 = INFINITY, mf = INFINITY
     cdef intp j, jm = 0
     for j in range(n):
@@ -190,13 +190,9 @@ cdef inline double scan_plain(const State* s, const double* q, intp p0, intp n, 
         dy = q[1] - x[3 * j + 1]
         dz = q[2] - x[3 * j + 2]
         d2 = dx * dx + dy * dy + dz * dz
-        okd = d2 + PEN_OK[st[j]]
         fd = d2 + PEN_FULL[st[j]]
         mf = fd if fd < mf else mf
-        hi = okd if okd > m else m
-        m2 = hi if hi < m2 else m2
-        jm = j if okd < m else jm
-        m = okd if okd < m else m
+        fold_least(d2 + PEN_OK[st[j]], j, &m, &m2, &jm)
     if m > bnd[0]:
         return mf
     thr = with_slack(m)

@@ -260,8 +260,13 @@ cdef inline void push_frame(Frame* f, intp node, double rd, const double* off, i
     f.off[d] = diff
 
 
-# Points a leaf scan takes in one go (longer leaves are scanned in pieces).
-DEF LEAFBUF = 32
+cdef inline void fold_least(double v, intp j, double* m, double* m2, intp* jm) noexcept nogil:
+    """Fold value v at offset j into the least (m, at jm) and second least (m2)
+    of a leaf scan, without a branch (a repeat of the least sets m2 = m)."""
+    cdef double hi = v if v > m[0] else m[0]
+    m2[0] = hi if hi < m2[0] else m2[0]
+    jm[0] = j if v < m[0] else jm[0]
+    m[0] = v if v < m[0] else m[0]
 
 
 cdef inline void scan1(const Tree* t, const double* q, intp p0, intp n, Best1* b) noexcept nogil:
@@ -274,17 +279,13 @@ cdef inline void scan1(const Tree* t, const double* q, intp p0, intp n, Best1* b
     on the whole run.
     """
     cdef const double* x = t.pts + 3 * p0
-    cdef double dx, dy, dz, d2, hi, m = INFINITY, m2 = INFINITY, thr
+    cdef double dx, dy, dz, d2, m = INFINITY, m2 = INFINITY, thr
     cdef intp j, jm = 0, p
     for j in range(n):
         dx = q[0] - x[3 * j]
         dy = q[1] - x[3 * j + 1]
         dz = q[2] - x[3 * j + 2]
-        d2 = dx * dx + dy * dy + dz * dz
-        hi = d2 if d2 > m else m
-        m2 = hi if hi < m2 else m2
-        jm = j if d2 < m else jm
-        m = d2 if d2 < m else m
+        fold_least(dx * dx + dy * dy + dz * dz, j, &m, &m2, &jm)
     if m > b.bound:
         return
     thr = with_slack(m)
@@ -318,7 +319,7 @@ cdef void nn1(const Tree* t, const double* q, Best1* b) noexcept nogil:
     the best has since moved below it.
     """
     cdef Frame stack[MAX_DEPTH]
-    cdef intp top = 0, node = 0, p, end, near, n_leaf
+    cdef intp top = 0, node = 0, near
     cdef int32_t d
     cdef double diff, rd = 0.0, nrd
     cdef double old
@@ -338,12 +339,7 @@ cdef void nn1(const Tree* t, const double* q, Best1* b) noexcept nogil:
                 push_frame(&stack[top], 4 * node + 3 - near, nrd, off, d, diff)
                 top += 1
             node = near
-        p = t.start[node]
-        end = t.end[node]
-        while p < end:
-            n_leaf = end - p if end - p < LEAFBUF else LEAFBUF
-            scan1(t, q, p, n_leaf, b)
-            p += n_leaf
+        scan1(t, q, t.start[node], t.end[node] - t.start[node], b)
         while True:
             if top == 0:
                 return

@@ -442,9 +442,9 @@ class Dispatcher:
         self._missing_id = -1 if self._idmap.kind == "int" else None
         # ids by position with the "no leader" id appended: leader -1 maps to it
         # in one gather (the batch path)
-        self._ids_or_missing = np.concatenate([
-            self._ids.astype(np.int64 if self._idmap.kind == "int" else object),
-            np.array([self._missing_id], dtype=np.int64 if self._idmap.kind == "int" else object)])
+        dt = np.int64 if self._idmap.kind == "int" else object
+        self._ids_or_missing = np.concatenate([self._ids.astype(dt),
+                                               np.array([self._missing_id], dtype=dt)])
         self._radius = radius
         self._priority = priority
         r = self.rules
