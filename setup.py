@@ -21,7 +21,7 @@ extensions = [
     Extension(
         "lbsdispatch._kdtree",
         ["src/lbsdispatch/_kdtree.pyx"],
-        depends=["src/lbsdispatch/_dispatch.pxi"],
+        depends=["src/lbsdispatch/_dispatch.pxi", "src/lbsdispatch/_islands.pxi"],
         extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
     ),
     # the optimal-mode solver (issue 7): arrays in, arrays out, no tree

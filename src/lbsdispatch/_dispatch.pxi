@@ -471,6 +471,8 @@ cdef struct Result:
     int outcome
     int refusal
     int32_t n_full
+    double read2           # the answer depends on leaders within this squared chord
+                           # of the order (and its chosen / bound leader); -1: no search
 
 
 cdef void dispatch_one(State* s, const double* q, intp chosen, intp bound_to,
@@ -483,6 +485,7 @@ cdef void dispatch_one(State* s, const double* q, intp chosen, intp bound_to,
     r.refusal = R_NONE
     r.n_full = 0
     r.pos = -1
+    r.read2 = -1.0
     if chosen == UNKNOWN_LEADER:
         r.refusal = R_CHOSEN_UNKNOWN
     elif chosen >= 0:
@@ -506,12 +509,16 @@ cdef void dispatch_one(State* s, const double* q, intp chosen, intp bound_to,
     if r.pos < 0:
         lim = with_slack(s.g2) if s.g2 < 4.0 else INFINITY
         nearest_ok(s, q, lim, &b, s.tie_tol == 0.0)
+        r.read2 = with_slack(b.d2)
         if b.pos >= 0 and s.tie_tol > 0.0:
             # everything within tie_tol metres of the best is tied
-            best_tied(s, q, with_slack(m_to_chord2(
-                chord2_to_m(b.d2, q, s.t.pts + 3 * b.pos) + s.tie_tol)), &b)
+            r.read2 = with_slack(m_to_chord2(
+                chord2_to_m(b.d2, q, s.t.pts + 3 * b.pos) + s.tie_tol))
+            best_tied(s, q, r.read2, &b)
             b.overflow = True
         if b.pos < 0:
+            # no leader in range had room: every leader in range was read
+            r.read2 = lim if s.plain or s.maxr2[0] > lim else with_slack(s.maxr2[0])
             r.dist_m = INFINITY
             r.outcome = O_ALL_FULL if count_full(s, q, INFINITY, True) else O_OUT_OF_RANGE
             return
@@ -526,6 +533,80 @@ cdef void dispatch_one(State* s, const double* q, intp chosen, intp bound_to,
         counts_add(s, r.pos, -1, 1)
 
 
+# Where a row's answer goes (one slot a row).
+cdef struct Out:
+    intp* leader
+    double* dist
+    int8_t* outcome
+    int8_t* refusal
+    int32_t* n_full
+
+
+# One batch as the row servers see it (rows in input order).
+cdef struct Rows:
+    const double* lat
+    const double* lon
+    const intp* chosen     # original index or marker; NULL: no row has one
+    const intp* bound_to   # binding before the batch; NULL: none
+    const intp* prev       # previous row of the same customer (-1: none); NULL: none
+    const uint8_t* skip    # rows left INVALID; NULL: none
+    bint override
+    intp* left             # binding after each row (NULL when prev is NULL)
+    const intp* inv        # original index -> tree position
+    const intp* perm       # tree position -> original index
+    Out out                # the answers, input order
+
+
+cdef inline void put(Out* o, const intp* perm, intp j, const Result* r) noexcept nogil:
+    """Write answer r into slot j."""
+    o.leader[j] = perm[r.pos] if r.pos >= 0 else -1
+    o.dist[j] = r.dist_m
+    o.outcome[j] = r.outcome
+    o.refusal[j] = r.refusal
+    o.n_full[j] = r.n_full
+
+
+cdef inline void skip_row(Rows* R, intp i) noexcept nogil:
+    R.out.leader[i] = -1
+    R.out.dist[i] = INFINITY
+    R.out.outcome[i] = O_INVALID
+    R.out.refusal[i] = R_NONE
+    R.out.n_full[i] = 0
+
+
+cdef inline void serve(State* s, Rows* R, intp i, const double* q, intp b,
+                       Result* r) noexcept nogil:
+    """Dispatch row i (at q, seeing binding b: an original index or a marker)
+    into r, and note the binding it leaves."""
+    cdef intp c = R.chosen[i] if R.chosen != NULL else NO_LEADER
+    cdef intp got
+    dispatch_one(s, q, R.inv[c] if c >= 0 else c, R.inv[b] if b >= 0 else b, r)
+    if R.left != NULL:
+        got = R.perm[r.pos] if r.pos >= 0 else -1
+        R.left[i] = got if got >= 0 and (R.override or b == NO_LEADER) else b
+
+
+cdef void serve_in_order(State* s, Rows* R, intp s0, intp e) noexcept nogil:
+    """Serve rows s0 .. e-1 one after another."""
+    cdef intp i, j, b
+    cdef double q[3]
+    cdef Result r
+    for i in range(s0, e):
+        j = R.prev[i] if R.prev != NULL else -1
+        b = R.left[j] if j >= 0 else (R.bound_to[i] if R.bound_to != NULL else NO_LEADER)
+        if R.skip != NULL and R.skip[i]:
+            skip_row(R, i)
+            if R.left != NULL:
+                R.left[i] = b
+            continue
+        tree_vector(s.t, R.lat[i], R.lon[i], q)
+        serve(s, R, i, q, b, &r)
+        put(&R.out, R.perm, i, &r)
+
+
+include "_islands.pxi"
+
+
 cdef class _DispatchCore:
     """Live capacity state of one event over a :class:`_LeaderTree`.
 
@@ -537,6 +618,11 @@ cdef class _DispatchCore:
     cdef readonly _LeaderTree tree
     cdef object _cap, _load, _active, _ok, _st, _r2, _rm, _prio, _maxr2, _avail, _full, _live
     cdef object _leaf_of
+    cdef object _node_island       # island of every tree node (see _islands.pxi), lazily
+    cdef CubeMap cubes             # and of every cube holding a leader
+    cdef object _pt_island         # and of every leader, tree order
+    cdef intp _n_isl
+    cdef double _island_link
     cdef const intp[::1] inv       # original index -> tree position
 
     def __init__(self, _LeaderTree tree, capacity, load, active, radius_m, priority,
@@ -618,6 +704,10 @@ cdef class _DispatchCore:
                 fullv[node] = fullv[2 * node + 1] + fullv[2 * node + 2]
             livev[node] = availv[node] + fullv[node]
 
+    def __dealloc__(self):
+        free(self.cubes.key)
+        free(self.cubes.island)
+
     # -- state in original order ----------------------------------------------
     def _orig(self, arr):
         """A tree-order array put back in the leaders' original order."""
@@ -673,49 +763,146 @@ cdef class _DispatchCore:
         return (self.tree.perm_v[r.pos] if r.pos >= 0 else -1, r.dist_m, r.outcome,
                 r.refusal, r.n_full)
 
-    def assign_many(self, const double[::1] lat, const double[::1] lon,
-                    const intp[::1] chosen, const intp[::1] bound_to,
-                    const intp[::1] prev_same, bint override,
-                    const uint8_t[::1] skip, intp[::1] leader, double[::1] dist,
+    def assign_many(self, const double[::1] lat, const double[::1] lon, chosen, bound_to,
+                    prev_same, bint override, skip, intp[::1] leader, double[::1] dist,
                     int8_t[::1] outcome, int8_t[::1] refusal, int32_t[::1] n_full):
-        """Assign validated orders in input order (rows with ``skip`` set are left
-        INVALID); fills the output arrays.
+        """Assign validated orders, with the answers of input order (rows with
+        ``skip`` set are left INVALID); fills the output arrays.
 
-        ``bound_to`` is each row's binding before the batch (original index or a
-        marker).  ``prev_same[i]`` is the previous row of the same customer in
-        this batch (-1: none); such a row sees the binding that row left behind:
-        the leader it was assigned to when the customer had no binding yet or
-        ``override`` is set, else the binding it saw.  So the batch equals one
-        ``assign`` after another with bindings written as they go.
+        ``chosen`` is each row's chosen leader (original index or a marker).
+        ``bound_to`` is each row's binding before the batch (original index
+        or a marker).  ``prev_same[i]`` is the previous row of the same
+        customer in this batch (-1: none); such a row sees the binding that
+        row left behind: the leader it was assigned to when the customer had
+        no binding yet or ``override`` is set, else the binding it saw.  So
+        the batch equals one ``assign`` after another with bindings written as
+        they go.  ``chosen``, ``bound_to``, ``prev_same`` and ``skip`` may be
+        None: no row has one.
+
+        Large batches on large trees are served island by island (see
+        ``_islands.pxi``), which gives the same answers.
         """
-        cdef intp i, n = lat.shape[0], c, b, j
-        cdef double q[3]
-        cdef Result r
-        cdef intp[::1] left = np.empty(n, dtype=np.intp)   # binding after each row
+        cdef intp n = lat.shape[0], s0, m
+        cdef Rows R
+        cdef const intp[::1] ch, bt, pv
+        cdef const uint8_t[::1] sk
+        cdef intp[::1] left
+        cdef Islands I
+        cdef Scratch W
+        cdef bint by_island
+        for name, arr in (("lon", lon), ("leader", leader), ("dist", dist),
+                          ("outcome", outcome), ("refusal", refusal), ("n_full", n_full)):
+            if arr.shape[0] != n:
+                raise ValueError(f"{name} has {arr.shape[0]} rows, expected {n}")
+        R.chosen = R.bound_to = R.prev = NULL
+        R.skip = NULL
+        R.left = NULL
+        if chosen is not None:
+            ch = _rows_of(chosen, n, "chosen")
+            R.chosen = &ch[0] if n else NULL
+        if bound_to is not None:
+            bt = _rows_of(bound_to, n, "bound_to")
+            R.bound_to = &bt[0] if n else NULL
+        if prev_same is not None:
+            pv = _rows_of(prev_same, n, "prev_same")
+            R.prev = &pv[0] if n else NULL
+            left = np.empty(n, dtype=np.intp)
+            R.left = &left[0] if n else NULL
+        if skip is not None:
+            sk = skip
+            if sk.shape[0] != n:
+                raise ValueError(f"skip has {sk.shape[0]} rows, expected {n}")
+            R.skip = &sk[0] if n else NULL
+        if n == 0:
+            return
+        R.lat = &lat[0]
+        R.lon = &lon[0]
+        R.override = override
+        R.inv = &self.inv[0]
+        R.perm = &self.tree.perm_v[0]
+        R.out.leader = &leader[0]
+        R.out.dist = &dist[0]
+        R.out.outcome = &outcome[0]
+        R.out.refusal = &refusal[0]
+        R.out.n_full = &n_full[0]
+        by_island = (n >= ISLAND_MIN_ROWS and self.tree.n_leaders >= ISLAND_MIN_LEADERS
+                     and self.tree.n_leaders > 0)
+        if by_island:
+            node_island = self._islands()
+            # one island: arrival order is the same thing, for less
+            by_island = (node_island is not None and self._n_isl > 1
+                         and self._open_islands(&I, node_island))
         with nogil:
-            for i in range(n):
-                j = prev_same[i]
-                b = left[j] if j >= 0 else bound_to[i]
-                left[i] = b
-                if skip[i]:
-                    leader[i] = -1
-                    dist[i] = INFINITY
-                    outcome[i] = O_INVALID
-                    refusal[i] = R_NONE
-                    n_full[i] = 0
-                    continue
-                c = chosen[i]
-                if c >= 0:
-                    c = self.inv[c]
-                tree_vector(self.s.t, lat[i], lon[i], q)
-                dispatch_one(&self.s, q, c, self.inv[b] if b >= 0 else b, &r)
-                leader[i] = self.tree.perm_v[r.pos] if r.pos >= 0 else -1
-                dist[i] = r.dist_m
-                outcome[i] = r.outcome
-                refusal[i] = r.refusal
-                n_full[i] = r.n_full
-                if leader[i] >= 0 and (override or b == NO_LEADER):
-                    left[i] = leader[i]
+            if by_island and scratch_open(&W, min(ISLAND_BLOCK, n), I.n_isl) != 0:
+                free(I.parent); free(I.root0); free(I.first)
+                by_island = False
+            s0 = 0
+            while s0 < n:
+                m = min(ISLAND_BLOCK, n - s0)
+                if by_island and not I.one_group:
+                    serve_block_by_island(&self.s, &I, &R, &W, s0, m)
+                else:
+                    serve_in_order(&self.s, &R, s0, s0 + m)
+                s0 += m
+            if by_island:
+                scratch_close(&W)
+                free(I.parent); free(I.root0); free(I.first)
+
+    def _islands(self):
+        """Island of every tree node (cached; None when memory runs out)."""
+        cdef double link2
+        cdef int32_t[::1] v
+        cdef intp n_isl
+        cdef int32_t[::1] pv
+        if self._node_island is None or self._island_link != ISLAND_LINK_M:
+            arr = np.empty(self._start_len(), dtype=np.int32)
+            pts = np.empty(max(self.tree.n_leaders, 1), dtype=np.int32)
+            v = arr
+            pv = pts
+            link2 = m_to_chord2(ISLAND_LINK_M)
+            free(self.cubes.key); free(self.cubes.island)
+            self.cubes.key = NULL
+            self.cubes.island = NULL
+            self._node_island = None
+            with nogil:
+                n_isl = find_islands(self.s.t, sqrt(link2), &pv[0], &v[0], &self.cubes)
+            if n_isl < 0:
+                return None
+            self._node_island, self._pt_island = arr, pts
+            self._n_isl, self._island_link = n_isl, ISLAND_LINK_M
+        return self._node_island
+
+    def _leader_islands(self):
+        """Island of every leader, in the leaders' original order (None when
+        memory runs out)."""
+        if self._islands() is None:
+            return None
+        return self._orig(self._pt_island)
+
+    cdef bint _open_islands(self, Islands* I, node_island):
+        """Fill I for one batch: every island its own group."""
+        cdef const int32_t[::1] v = node_island
+        cdef const int32_t[::1] pv = self._pt_island
+        cdef intp x, k = self._n_isl
+        I.node_island = &v[0]
+        I.pt_island = &pv[0]
+        I.cubes = &self.cubes
+        I.n_isl = k
+        I.link2 = m_to_chord2(self._island_link)
+        I.merge_all = False
+        I.one_group = False
+        I.parent = <int32_t*>malloc(k * sizeof(int32_t) + 1)
+        I.root0 = <int32_t*>malloc(k * sizeof(int32_t) + 1)
+        I.first = <intp*>malloc(k * sizeof(intp) + 1)
+        if I.parent == NULL or I.root0 == NULL or I.first == NULL:
+            free(I.parent); free(I.root0); free(I.first)
+            return False
+        for x in range(k):
+            I.parent[x] = <int32_t>x
+        return True
+
+    def _start_len(self):
+        return self.tree._start.shape[0]
 
     def release(self, intp i):
         """Free one slot of leader i (original index)."""
@@ -752,3 +939,11 @@ cdef class _DispatchCore:
                 set_ok(&self.s, <intp>p, 1)
                 counts_add(&self.s, <intp>p, 1, 0)
         return idx, dist
+
+
+def _rows_of(a, intp n, str name):
+    """A per-row intp array of length n (for assign_many)."""
+    arr = np.ascontiguousarray(a, dtype=np.intp)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} has shape {arr.shape}, expected ({n},)")
+    return arr

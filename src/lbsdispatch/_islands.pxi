@@ -1,0 +1,651 @@
+# Included by _kdtree.pyx after _dispatch.pxi: batches served island by island.
+#
+# Why
+# ---
+# A batch must equal one ``assign`` after another in arrival order.  On a
+# nation-sized event the orders of one night arrive from every city at once,
+# so each search lands in another part of a tree that does not fit in the
+# cache.  Serving the orders city by city keeps one city's leaders in cache
+# (nation event: 356 -> 218 ns/order in the core), but it may only change the
+# order of orders that cannot affect one another.
+#
+# Islands
+# -------
+# The tree's leaves are linked when their bounding boxes come within ``link``
+# (a chord) of each other; an island is a connected group of leaves.  Two
+# leaders of different islands are therefore more than ``link`` apart.
+#
+# Exactness
+# ---------
+# The answer for one order is a function of the state (loads) of the leaders
+# inside the ball it "read": the pick's distance (the nearest leader with room
+# and every full leader nearer than it; with a tie tolerance, everything
+# within the tolerance of the best), or the whole in-range ball when nothing
+# had room; plus its chosen and bound leaders, and the binding the previous
+# order of the same customer left.  Orders are put in groups (unions of
+# islands); each group is served in arrival order, groups one after another.
+# If every order's read set lies inside its own group, each group saw exactly
+# the states the arrival-order run would have shown it (by induction over the
+# arrival order: the leaders of a group are written only by its own orders),
+# so the answers are equal.  An order whose read set leaves its group is a
+# conflict: its group is merged with every island it touched, the merged
+# group's writes are undone, and its orders are served again.  Groups that
+# never conflicted keep their answers.  In the worst case everything merges
+# into one group, which is the arrival-order run.
+#
+# The test of a read ball around order q with pick p (both unit vectors): a
+# leader x inside the ball of squared radius r2 around q is within
+# 2 sqrt(r2) of p, so if 4 r2 < link^2 it is on p's island.
+
+# Trees smaller than this are served in arrival order (they sit in the cache:
+# city event, 800 leaders, island order bought nothing).
+cdef intp ISLAND_MIN_LEADERS = 16384
+# Batches smaller than this are served in arrival order.
+cdef intp ISLAND_MIN_ROWS = 4096
+# Link distance between islands, metres.
+cdef double ISLAND_LINK_M = 20000.0
+# Rows per block (bounds the scratch: ~70 bytes a row).
+cdef intp ISLAND_BLOCK = 131072
+# A block that needed this many passes gives up and is served in arrival order.
+cdef int ISLAND_MAX_PASSES = 6
+
+
+# What the island path did (for tests and tuning): blocks served by island,
+# extra passes, rows that conflicted, rows served again, blocks given up.
+cdef intp[6] ISLAND_STATS
+
+
+def _island_stats(reset=False):
+    """Counters of the island path since the last reset: dict."""
+    out = dict(zip(("blocks", "passes", "conflicts", "served_again", "gave_up", "moved"),
+                   [ISLAND_STATS[i] for i in range(6)]))
+    if reset:
+        for i in range(6):
+            ISLAND_STATS[i] = 0
+    return out
+
+
+def _set_island_params(min_leaders=None, min_rows=None, link_m=None, block=None):
+    """Set when and how batches are served island by island (for tests and
+    benchmarks); returns the old (min_leaders, min_rows, link_m, block)."""
+    global ISLAND_MIN_LEADERS, ISLAND_MIN_ROWS, ISLAND_LINK_M, ISLAND_BLOCK
+    old = (ISLAND_MIN_LEADERS, ISLAND_MIN_ROWS, ISLAND_LINK_M, ISLAND_BLOCK)
+    if min_leaders is not None:
+        ISLAND_MIN_LEADERS = min_leaders
+    if min_rows is not None:
+        ISLAND_MIN_ROWS = min_rows
+    if link_m is not None:
+        ISLAND_LINK_M = link_m
+    if block is not None:
+        if block < 1:
+            raise ValueError("block must be >= 1")
+        ISLAND_BLOCK = block
+    return old
+
+
+# node_island markers: a node whose leaders lie on several islands, or none
+DEF MIXED = -1
+DEF EMPTY = -2
+
+
+cdef inline int32_t uf_find(int32_t* parent, int32_t x) noexcept nogil:
+    cdef int32_t r = x, nx
+    while parent[r] != r:
+        r = parent[r]
+    while parent[x] != r:           # path compression
+        nx = parent[x]
+        parent[x] = r
+        x = nx
+    return r
+
+
+cdef inline void uf_union(int32_t* parent, int32_t a, int32_t b) noexcept nogil:
+    a = uf_find(parent, a)
+    b = uf_find(parent, b)
+    if a < b:
+        parent[b] = a
+    elif b < a:
+        parent[a] = b
+
+
+cdef int sort_keys(uint64_t* key, intp* idx, intp n, int bits) noexcept nogil:
+    """Sort key[0:n] (values below 2^bits) ascending, carrying idx along (LSD
+    radix, 11 bits a pass).  Returns -1 when memory runs out."""
+    cdef uint64_t* k2 = <uint64_t*>malloc(n * sizeof(uint64_t) + 1)
+    cdef intp* i2 = <intp*>malloc(n * sizeof(intp) + 1)
+    cdef intp counts[2048]
+    cdef intp i, j, c
+    cdef int shift
+    if k2 == NULL or i2 == NULL:
+        free(k2); free(i2)
+        return -1
+    for shift in range(0, bits, 11):
+        for c in range(2048):
+            counts[c] = 0
+        for i in range(n):
+            counts[(key[i] >> shift) & 2047] += 1
+        j = 0
+        for c in range(2048):
+            j += counts[c]
+            counts[c] = j - counts[c]
+        for i in range(n):
+            c = (key[i] >> shift) & 2047
+            k2[counts[c]] = key[i]
+            i2[counts[c]] = idx[i]
+            counts[c] += 1
+        memcpy(key, k2, n * sizeof(uint64_t))
+        memcpy(idx, i2, n * sizeof(intp))
+    free(k2); free(i2)
+    return 0
+
+
+# The island of every cube that holds a leader: open addressing, key 0 empty.
+cdef struct CubeMap:
+    uint64_t* key
+    int32_t* island
+    intp mask              # slots - 1 (a power of two)
+    double per_side        # 1 / the cube side (a chord)
+
+
+cdef inline uint64_t cube_key(const double* v, double per_side) noexcept nogil:
+    """Key of the cube of unit vector v (``per_side``: 1 / the cube side): 21
+    bits an axis, each coordinate >= 1."""
+    return ((<uint64_t>(<int64_t>((v[0] + 1.0) * per_side) + 1) << 42)
+            | (<uint64_t>(<int64_t>((v[1] + 1.0) * per_side) + 1) << 21)
+            | <uint64_t>(<int64_t>((v[2] + 1.0) * per_side) + 1))
+
+
+cdef inline intp cube_slot(uint64_t key, intp mask) noexcept nogil:
+    return <intp>((key * 0x9E3779B97F4A7C15ULL) >> 24) & mask
+
+
+cdef inline int32_t cube_island(const CubeMap* cm, const double* q) noexcept nogil:
+    """Island of the cube holding q, or -1 when no leader is in that cube."""
+    cdef uint64_t k = cube_key(q, cm.per_side)
+    cdef intp i = cube_slot(k, cm.mask)
+    while cm.key[i] != 0:
+        if cm.key[i] == k:
+            return cm.island[i]
+        i = (i + 1) & cm.mask
+    return -1
+
+
+cdef intp find_islands(const Tree* t, double link, int32_t* pt_island,
+                       int32_t* node_island, CubeMap* cm) noexcept nogil:
+    """Fill ``pt_island`` (each leader, tree order) and ``node_island`` (each
+    node: the island of every leader below it, MIXED when they differ, EMPTY
+    when it holds none); returns the number of islands, or -1 when memory runs
+    out.  Islands are numbered in tree order.  ``cm`` receives the island of
+    every cube that holds a leader (its arrays are the caller's to free).
+
+    Space is cut into cubes of side ``link`` (a chord); cubes that hold leaders
+    and touch (26 neighbours) are joined.  Leaders in cubes that do not touch
+    are more than ``link`` apart, so leaders of different islands are too.
+    (Leaders up to ~3.5 link apart may share an island: that only costs
+    locality, never exactness.)
+    """
+    cdef intp n = t.n, n_nodes = 2 * t.first_leaf + 1
+    cdef intp p, i, j, lo, hi, mid, n_cells = 0, n_isl = 0, node
+    cdef int dx, dy, dz
+    cdef int32_t a, b
+    cdef uint64_t want
+    cdef uint64_t* key = <uint64_t*>malloc(n * sizeof(uint64_t) + 1)
+    cdef intp* idx = <intp*>malloc(n * sizeof(intp) + 1)
+    cdef intp* cell_of = <intp*>malloc(n * sizeof(intp) + 1)
+    cdef uint64_t* cells = <uint64_t*>malloc(n * sizeof(uint64_t) + 1)
+    cdef int32_t* parent = <int32_t*>malloc(n * sizeof(int32_t) + 1)
+    cdef int32_t* label = <int32_t*>malloc(n * sizeof(int32_t) + 1)
+    if (key == NULL or idx == NULL or cell_of == NULL or cells == NULL or parent == NULL
+            or label == NULL or not (link > 2.0 / 2097000.0)):
+        free(key); free(idx); free(cell_of); free(cells); free(parent); free(label)
+        return -1
+    # cube of each leader: 21 bits an axis (unit vectors lie in [-1, 1])
+    for p in range(n):
+        key[p] = cube_key(t.pts + 3 * p, 1.0 / link)   # coordinates >= 1: room for -1
+        idx[p] = p
+    if sort_keys(key, idx, n, 63) != 0:
+        free(key); free(idx); free(cell_of); free(cells); free(parent); free(label)
+        return -1
+    for i in range(n):
+        if i == 0 or key[i] != key[i - 1]:
+            cells[n_cells] = key[i]
+            parent[n_cells] = <int32_t>n_cells
+            n_cells += 1
+        cell_of[idx[i]] = n_cells - 1
+    # join each cube with its touching neighbours (binary search in the cubes)
+    for i in range(n_cells):
+        for dx in range(-1, 2):
+            for dy in range(-1, 2):
+                for dz in range(-1, 2):
+                    want = cells[i] + ((<uint64_t>(dx + 1) << 42) + (<uint64_t>(dy + 1) << 21)
+                                       + <uint64_t>(dz + 1)) - ((1ULL << 42) + (1ULL << 21) + 1)
+                    if want <= cells[i]:
+                        continue        # each pair once, from its smaller cube
+                    lo = i + 1
+                    hi = n_cells
+                    while lo < hi:
+                        mid = (lo + hi) // 2
+                        if cells[mid] < want:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    if lo < n_cells and cells[lo] == want:
+                        uf_union(parent, <int32_t>i, <int32_t>lo)
+    for i in range(n_cells):
+        label[i] = -1
+    for p in range(n):
+        a = uf_find(parent, <int32_t>cell_of[p])
+        if label[a] < 0:
+            label[a] = <int32_t>n_isl
+            n_isl += 1
+        pt_island[p] = label[a]
+    cm.per_side = 1.0 / link
+    cm.mask = 1
+    while cm.mask < 2 * n_cells:
+        cm.mask *= 2
+    cm.key = <uint64_t*>calloc(cm.mask, sizeof(uint64_t))
+    cm.island = <int32_t*>malloc(cm.mask * sizeof(int32_t))
+    cm.mask -= 1
+    if cm.key == NULL or cm.island == NULL:
+        free(cm.key); free(cm.island)
+        cm.key = NULL
+        cm.island = NULL
+        n_isl = -1
+    else:
+        for i in range(n_cells):
+            j = cube_slot(cells[i], cm.mask)
+            while cm.key[j] != 0:
+                j = (j + 1) & cm.mask
+            cm.key[j] = cells[i]
+            cm.island[j] = label[uf_find(parent, <int32_t>i)]
+    free(key); free(idx); free(cell_of); free(cells); free(parent); free(label)
+    if n_isl < 0:
+        return -1
+    for node in range(n_nodes - 1, -1, -1):
+        if node >= t.first_leaf:
+            a = EMPTY
+            for p in range(t.start[node], t.end[node]):
+                a = pt_island[p] if a == EMPTY or a == pt_island[p] else MIXED
+            node_island[node] = a
+        else:
+            a = node_island[2 * node + 1]
+            b = node_island[2 * node + 2]
+            node_island[node] = (b if a == EMPTY else a if b == EMPTY
+                                 else a if a == b else MIXED)
+    return n_isl
+
+
+cdef struct Islands:
+    const CubeMap* cubes
+    const int32_t* node_island
+    const int32_t* pt_island
+    int32_t* parent        # union-find over islands: the groups, live
+    int32_t* root0         # each island's group as the pass began
+    intp* first            # per group root: its first row in conflict this pass (m: none)
+    intp n_isl
+    double link2           # link distance, squared chord
+    bint merge_all         # a read set without bound: one group from now on
+    bint one_group         # every island is in group 0
+    bint multi             # the last row checked read several groups
+
+
+cdef inline int32_t island_of(const Islands* I, intp p) noexcept nogil:
+    return I.pt_island[p]
+
+
+cdef inline int32_t cell_island(const Tree* t, const Islands* I, const double* q) noexcept nogil:
+    """The island of the first node of one island on q's path down the tree: a
+    rough guess that reads only the top of the tree (always in cache)."""
+    cdef intp node = 0
+    while node < t.first_leaf and I.node_island[node] == MIXED:
+        node = 2 * node + 1 + (q[t.dim[node]] > t.split[node])
+    return I.node_island[node] if I.node_island[node] >= 0 else 0
+
+
+cdef int32_t nearest_island(const Tree* t, const Islands* I, const double* q) noexcept nogil:
+    """The island of q's nearest leader (for an order far from every leader)."""
+    cdef Best1 nb
+    nb.d2 = INFINITY
+    nb.bound = INFINITY
+    nb.rank = 0
+    nb.pos = -1
+    nn1(t, q, &nb)
+    return I.pt_island[nb.pos] if nb.pos >= 0 else 0
+
+
+cdef inline void touch(Islands* I, int32_t x, int32_t g, int32_t* home,
+                       bint* outside) noexcept nogil:
+    """Note that a row read island x: join it to the other islands the row read
+    (``home``: the first), and flag it when it is not in the row's group g."""
+    if home[0] < 0:
+        home[0] = x
+    else:
+        if I.root0[x] != I.root0[home[0]]:
+            I.multi = True
+        uf_union(I.parent, home[0], x)
+    if I.root0[x] != g:
+        outside[0] = True
+
+
+cdef void touch_ball(const State* s, Islands* I, const double* q, double r2, int32_t g,
+                     int32_t* home, bint* outside) noexcept nogil:
+    """``touch`` every island with a leader within squared chord r2 of q.
+
+    A node of one island already touched is not descended; any other node is
+    descended to its leaders, since a cell may reach far beyond them."""
+    cdef const Tree* t = s.t
+    cdef Frame stack[MAX_DEPTH]
+    cdef intp top = 0, node = 0, near, p
+    cdef int32_t d, x
+    cdef double diff, rd = 0.0, nrd, old, dx, dy, dz
+    cdef double off[3]
+    off[0] = 0.0
+    off[1] = 0.0
+    off[2] = 0.0
+    while True:
+        x = I.node_island[node]
+        while node < t.first_leaf and not (x >= 0 and home[0] >= 0
+                                           and I.root0[x] == I.root0[home[0]]):
+            d = t.dim[node]
+            diff = q[d] - t.split[node]
+            near = 2 * node + 1 + (diff > 0.0)
+            old = off[d]
+            nrd = rd - old * old + diff * diff
+            if nrd <= r2:
+                push_frame(&stack[top], 4 * node + 3 - near, nrd, off, d, diff)
+                top += 1
+            node = near
+            x = I.node_island[node]
+        if node >= t.first_leaf:
+            for p in range(t.start[node], t.end[node]):
+                dx = q[0] - t.pts[3 * p]
+                dy = q[1] - t.pts[3 * p + 1]
+                dz = q[2] - t.pts[3 * p + 2]
+                if dx * dx + dy * dy + dz * dz <= r2:
+                    touch(I, I.pt_island[p], g, home, outside)
+        if top == 0:
+            return
+        top -= 1
+        node = stack[top].node
+        rd = stack[top].rd
+        off[0] = stack[top].off[0]
+        off[1] = stack[top].off[1]
+        off[2] = stack[top].off[2]
+
+
+cdef bint fits(const State* s, Islands* I, int32_t g, const double* q, intp c, intp b,
+               const Result* r, int32_t* home) noexcept nogil:
+    """Did the row served at q read only leaders of its group g?  (c, b: its
+    chosen and bound leaders as tree positions or markers.)
+
+    If not, the islands it read are merged into one group (not with g: the
+    row neither read nor wrote g's leaders) and ``home`` is set to one of
+    them: where the row is to be served again.  A read without bound sets
+    ``merge_all``.
+    """
+    cdef bint outside = False
+    cdef intp anchor
+    cdef double a2, rr
+    cdef Best1 nb
+    home[0] = -1
+    I.multi = False
+    if c >= 0:
+        touch(I, I.pt_island[c], g, home, &outside)
+    if b >= 0:
+        touch(I, I.pt_island[b], g, home, &outside)
+    if r.read2 >= 0.0:
+        if r.read2 == INFINITY:
+            I.merge_all = True      # "nothing anywhere had room": a global read
+            return False
+        if r.pos >= 0:
+            anchor = r.pos          # |x - pick| <= |x - q| + |q - pick| <= 2 sqrt(read2)
+            a2 = 4.0 * r.read2
+        else:
+            nb.d2 = INFINITY
+            nb.bound = INFINITY
+            nb.rank = 0
+            nb.pos = -1
+            nn1(s.t, q, &nb)        # anchor on the nearest leader, full or not
+            anchor = nb.pos
+            rr = sqrt(r.read2) + sqrt(nb.d2)
+            a2 = rr * rr
+        if anchor >= 0 and a2 * (1.0 + 1e-9) < I.link2:
+            touch(I, I.pt_island[anchor], g, home, &outside)
+        else:
+            touch_ball(s, I, q, r.read2, g, home, &outside)
+    return not outside
+
+
+cdef void sort_by_group(const int32_t* grp, const uint8_t* use, intp m, intp n_groups,
+                        intp* cnt, intp* order) noexcept nogil:
+    """order <- the rows k < m with use[k], by grp[k] (0 .. n_groups-1), k
+    ascending inside a group (a counting sort; cnt has n_groups + 1 slots)."""
+    cdef intp k, x
+    for x in range(n_groups + 1):
+        cnt[x] = 0
+    for k in range(m):
+        if use[k]:
+            cnt[grp[k] + 1] += 1
+    for x in range(n_groups):
+        cnt[x + 1] += cnt[x]
+    for k in range(m):
+        if use[k]:
+            order[cnt[grp[k]]] = k
+            cnt[grp[k]] += 1
+
+
+cdef inline intp seen_binding(const Rows* R, const intp* src, const intp* bfix, intp k) noexcept nogil:
+    return R.left[src[k]] if src[k] >= 0 else bfix[k]
+
+
+# Scratch of the island path, for one block of rows (allocated once a batch).
+cdef struct Scratch:
+    double* qv             # k: unit vectors (k: the row's place in the block)
+    double* qs             # j: the same, gathered in serving order
+    int32_t* g0            # k: island, -1 skipped
+    int32_t* grp           # k: group in this pass
+    int32_t* gj            # j: group
+    intp* order            # j -> k
+    intp* took             # k: tree position taken, -1 none
+    intp* src              # k: row whose binding it sees, -1 none
+    intp* bfix             # k: else this binding
+    intp* sj               # j: src
+    intp* bj               # j: bfix
+    uint8_t* redo          # k: served in this pass
+    uint8_t* bad           # k: conflicted in this pass
+    intp* cnt              # per island + 1: counting sort
+
+
+cdef int scratch_open(Scratch* w, intp m, intp n_isl) noexcept nogil:
+    """Allocate scratch for blocks of m rows; -1 (nothing held) when memory runs out."""
+    w.qv = <double*>malloc(3 * m * sizeof(double) + 1)
+    w.qs = <double*>malloc(3 * m * sizeof(double) + 1)
+    w.g0 = <int32_t*>malloc(m * sizeof(int32_t) + 1)
+    w.grp = <int32_t*>malloc(m * sizeof(int32_t) + 1)
+    w.gj = <int32_t*>malloc(m * sizeof(int32_t) + 1)
+    w.order = <intp*>malloc(m * sizeof(intp) + 1)
+    w.took = <intp*>malloc(m * sizeof(intp) + 1)
+    w.src = <intp*>malloc(m * sizeof(intp) + 1)
+    w.bfix = <intp*>malloc(m * sizeof(intp) + 1)
+    w.sj = <intp*>malloc(m * sizeof(intp) + 1)
+    w.bj = <intp*>malloc(m * sizeof(intp) + 1)
+    w.redo = <uint8_t*>malloc(m + 1)
+    w.bad = <uint8_t*>malloc(m + 1)
+    w.cnt = <intp*>malloc((n_isl + 1) * sizeof(intp))
+    if (w.qv == NULL or w.qs == NULL or w.g0 == NULL or w.grp == NULL or w.gj == NULL
+            or w.order == NULL or w.took == NULL or w.src == NULL or w.bfix == NULL
+            or w.sj == NULL or w.bj == NULL or w.redo == NULL or w.bad == NULL
+            or w.cnt == NULL):
+        scratch_close(w)
+        return -1
+    return 0
+
+
+cdef void scratch_close(Scratch* w) noexcept nogil:
+    free(w.qv); free(w.qs); free(w.g0); free(w.grp); free(w.gj); free(w.order)
+    free(w.took); free(w.src); free(w.bfix); free(w.sj); free(w.bj); free(w.redo)
+    free(w.bad); free(w.cnt)
+    w.qv = w.qs = NULL
+    w.g0 = w.grp = w.gj = NULL
+    w.order = w.took = w.src = w.bfix = w.sj = w.bj = w.cnt = NULL
+    w.redo = w.bad = NULL
+
+
+cdef void serve_block_by_island(State* s, Islands* I, Rows* R, Scratch* w, intp s0,
+                                intp m) noexcept nogil:
+    """Serve rows s0 .. s0+m-1 island by island, with exactly the answers of
+    arrival order (see the top of this file).
+
+    Row data is indexed by k (0 .. m-1, arrival order in the block); a pass
+    gathers what its rows read in serving order j, so that the serving loop
+    reads memory one row after another and keeps a group's leaders in cache.
+    """
+    cdef const Tree* t = s.t
+    cdef double* qv = w.qv
+    cdef double* qs = w.qs
+    cdef int32_t* g0 = w.g0
+    cdef int32_t* grp = w.grp
+    cdef int32_t* gj = w.gj
+    cdef intp* order = w.order
+    cdef intp* took = w.took
+    cdef intp* src = w.src
+    cdef intp* bfix = w.bfix
+    cdef intp* sj = w.sj
+    cdef intp* bj = w.bj
+    cdef uint8_t* redo = w.redo
+    cdef uint8_t* bad = w.bad
+    cdef intp* cnt = w.cnt
+    cdef intp k, i, j, n_rows = 0, n_redo, n_bad, c, b, pos
+    cdef int32_t g, x
+    cdef int passes = 0
+    cdef Result r
+    if True:
+        for k in range(m):
+            i = s0 + k
+            took[k] = -1
+            bad[k] = 0
+            # the binding row i sees: that left by the customer's previous row
+            # in this block (through skipped rows), else a final one
+            src[k] = -1
+            bfix[k] = R.bound_to[i] if R.bound_to != NULL else NO_LEADER
+            if R.prev != NULL:
+                j = R.prev[i]
+                if j >= s0:
+                    if R.skip != NULL and R.skip[j]:
+                        src[k] = src[j - s0]
+                        bfix[k] = bfix[j - s0]
+                    else:
+                        src[k] = j
+                elif j >= 0:
+                    bfix[k] = R.left[j]
+            if R.skip != NULL and R.skip[i]:
+                g0[k] = -1
+                redo[k] = 0
+                continue
+            tree_vector(t, R.lat[i], R.lon[i], qv + 3 * k)
+            # first served on the island of its cube (far from every leader:
+            # of its nearest leader): a guess, which the checks make exact
+            g0[k] = cube_island(I.cubes, qv + 3 * k)
+            if g0[k] < 0:
+                g0[k] = nearest_island(t, I, qv + 3 * k)
+            redo[k] = 1
+            n_rows += 1
+        n_redo = n_rows
+        ISLAND_STATS[0] += 1
+        while n_redo > 0:
+            for x in range(I.n_isl):
+                I.root0[x] = uf_find(I.parent, x)
+                I.first[x] = m
+            # rows of this pass grouped, arrival order inside a group
+            for k in range(m):
+                if redo[k]:
+                    grp[k] = I.root0[g0[k]]
+            sort_by_group(grp, redo, m, I.n_isl, cnt, order)
+            for j in range(n_redo):
+                k = order[j]
+                qs[3 * j] = qv[3 * k]
+                qs[3 * j + 1] = qv[3 * k + 1]
+                qs[3 * j + 2] = qv[3 * k + 2]
+                gj[j] = grp[k]
+                sj[j] = src[k]
+                bj[j] = bfix[k]
+            n_bad = 0
+            for j in range(n_redo):
+                k = order[j]
+                i = s0 + k
+                if sj[j] >= 0 and redo[sj[j] - s0] and grp[sj[j] - s0] != gj[j]:
+                    # the row whose binding it sees is served in another group
+                    # of this pass, maybe later: a conflict, not served now
+                    uf_union(I.parent, g0[k], g0[sj[j] - s0])
+                    bad[k] = 1
+                    n_bad += 1
+                    took[k] = -1
+                    continue
+                b = R.left[sj[j]] if sj[j] >= 0 else bj[j]
+                serve(s, R, i, qs + 3 * j, b, &r)
+                put(&R.out, R.perm, i, &r)
+                took[k] = r.pos
+                if I.one_group:
+                    continue
+                g = gj[j]
+                c = R.chosen[i] if R.chosen != NULL else NO_LEADER
+                if not fits(s, I, g, qs + 3 * j, R.inv[c] if c >= 0 else c,
+                            R.inv[b] if b >= 0 else b, &r, &x):
+                    bad[k] = 1
+                    n_bad += 1
+                    ISLAND_STATS[5] += not I.multi
+                    if x >= 0:
+                        g0[k] = x           # served again where it read
+                if sj[j] >= 0 and (uf_find(I.parent, g0[src[k] - s0])
+                                    != uf_find(I.parent, g0[k])):
+                    # the binding it saw comes from a row of another group
+                    uf_union(I.parent, g0[k], g0[src[k] - s0])
+                    n_bad += not bad[k]
+                    bad[k] = 1
+                if bad[k] and r.pos >= 0:
+                    # a row in conflict leaves no trace: a row served after it
+                    # in this pass must not see its slot (it may come first
+                    # in arrival order)
+                    set_state(s, r.pos, s.active[r.pos], s.load[r.pos] - 1, s.cap[r.pos])
+                    took[k] = -1
+            if n_bad == 0:
+                break
+            # A group touched by a conflict (as merged now) is served again
+            # from its first conflicting row on: every row before it read
+            # inside its own group a state that only earlier rows of that
+            # group had written (conflicting rows took their slots back at
+            # once), so what they did stands in arrival order.
+            passes += 1
+            ISLAND_STATS[1] += 1
+            ISLAND_STATS[2] += n_bad
+            for k in range(m):
+                if bad[k]:
+                    x = uf_find(I.parent, g0[k])
+                    I.first[x] = k if k < I.first[x] else I.first[x]
+                    bad[k] = 0
+            n_redo = 0
+            for k in range(m):
+                redo[k] = g0[k] >= 0 and k >= I.first[uf_find(I.parent, g0[k])]
+                n_redo += redo[k]
+            if I.merge_all or passes >= ISLAND_MAX_PASSES:
+                # give up on islands: one group, served in arrival order
+                for x in range(I.n_isl):
+                    I.parent[x] = 0
+                I.one_group = True
+                ISLAND_STATS[4] += 1
+                n_redo = n_rows
+                for k in range(m):
+                    redo[k] = g0[k] >= 0
+            ISLAND_STATS[3] += n_redo
+            # undo what the rows to serve again took
+            for k in range(m):
+                if redo[k] and took[k] >= 0:
+                    pos = took[k]
+                    set_state(s, pos, s.active[pos], s.load[pos] - 1, s.cap[pos])
+                    took[k] = -1
+        for k in range(m):
+            if g0[k] < 0:
+                i = s0 + k
+                skip_row(R, i)
+                if R.left != NULL:
+                    R.left[i] = seen_binding(R, src, bfix, k)
