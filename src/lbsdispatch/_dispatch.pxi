@@ -687,24 +687,50 @@ cdef class _DispatchCore:
         the leader it was assigned to when the customer had no binding yet or
         ``override`` is set, else the binding it saw.  So the batch equals one
         ``assign`` after another with bindings written as they go.
+
+        ``chosen``, ``bound_to``, ``prev_same`` and ``skip`` may be None: no
+        row has a chosen leader, a binding, an earlier row of the same
+        customer, or is skipped (a batch without them allocates nothing).
         """
         cdef intp i, n = lat.shape[0], c, b, j
         cdef double q[3]
         cdef Result r
-        cdef intp[::1] left = np.empty(n, dtype=np.intp)   # binding after each row
+        # A None column is read as one constant (stride 0), so the loop has no
+        # branch more than with arrays; without prev_same the binding after
+        # each row goes to one scratch slot instead of an array.
+        cdef intp no_leader = NO_LEADER, no_prev = -1, scratch = 0
+        cdef uint8_t no_skip = 0
+        cdef const intp* ch = &no_leader
+        cdef const intp* bd = &no_leader
+        cdef const intp* pv = &no_prev
+        cdef const uint8_t* sk = &no_skip
+        cdef intp* left = &scratch      # binding after each row
+        cdef intp s_ch = 0, s_bd = 0, s_pv = 0, s_sk = 0
+        cdef intp[::1] left_a
+        if n > 0:
+            if chosen is not None:
+                ch, s_ch = &chosen[0], 1
+            if bound_to is not None:
+                bd, s_bd = &bound_to[0], 1
+            if skip is not None:
+                sk, s_sk = &skip[0], 1
+            if prev_same is not None:
+                pv, s_pv = &prev_same[0], 1
+                left_a = np.empty(n, dtype=np.intp)
+                left = &left_a[0]
         with nogil:
             for i in range(n):
-                j = prev_same[i]
-                b = left[j] if j >= 0 else bound_to[i]
-                left[i] = b
-                if skip[i]:
+                j = pv[i * s_pv]
+                b = left[j] if j >= 0 else bd[i * s_bd]
+                left[i * s_pv] = b
+                if sk[i * s_sk]:
                     leader[i] = -1
                     dist[i] = INFINITY
                     outcome[i] = O_INVALID
                     refusal[i] = R_NONE
                     n_full[i] = 0
                     continue
-                c = chosen[i]
+                c = ch[i * s_ch]
                 if c >= 0:
                     c = self.inv[c]
                 tree_vector(self.s.t, lat[i], lon[i], q)
@@ -715,7 +741,7 @@ cdef class _DispatchCore:
                 refusal[i] = r.refusal
                 n_full[i] = r.n_full
                 if leader[i] >= 0 and (override or b == NO_LEADER):
-                    left[i] = leader[i]
+                    left[i * s_pv] = leader[i]
 
     def release(self, intp i):
         """Free one slot of leader i (original index)."""
