@@ -124,6 +124,9 @@ class Assignment(NamedTuple):
 class BatchResult:
     """Results of :meth:`Dispatcher.assign_batch`, one row per input order, in input order.
 
+    The arrays are read-only (the dispatcher's order log shares them); copy
+    one to modify it, e.g. ``res.distance_m.copy()``.
+
     Attributes
     ----------
     order_id : ndarray
@@ -155,19 +158,21 @@ class BatchResult:
 
     def __init__(self, order_id, leader_id, leader_index, distance_m, outcome, refusal,
                  n_full_nearer, customer_id=None, repeat=None, given_up_m=None):
-        n = len(outcome)
-        self.order_id = order_id
-        self.leader_id = leader_id
-        self.leader_index = leader_index
-        self.distance_m = distance_m
-        self.outcome = outcome
-        self.refusal = refusal
-        self.n_full_nearer = n_full_nearer
-        if customer_id is None:
-            customer_id = np.full(n, None, dtype=object)
-        self.customer_id = customer_id
-        self.repeat = np.zeros(n, dtype=bool) if repeat is None else repeat
-        self.given_up_m = np.zeros(n) if given_up_m is None else given_up_m
+        # the parameters are the slots, in the same order
+        for name, a in zip(self.__slots__, (order_id, leader_id, leader_index, distance_m,
+                                            outcome, refusal, n_full_nearer, customer_id,
+                                            repeat, given_up_m)):
+            if a is not None:       # None: the default, made on first use (__getattr__)
+                _set_read_only(self, name, a)
+
+    def __getattr__(self, name):
+        # Only an unset slot lands here: customer_id, repeat or given_up_m left
+        # to their default, which most batches never read (no customers, no
+        # repeats, greedy mode); made now, once.
+        make = _BATCH_DEFAULTS.get(name)
+        if make is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return _set_read_only(self, name, make(len(self)))
 
     def __len__(self):
         return len(self.outcome)
@@ -213,6 +218,19 @@ class BatchResult:
     def __repr__(self):
         c = {o.name: n for o, n in self.counts().items() if n}
         return f"BatchResult(n={len(self)}, {c})"
+
+
+# The defaults of BatchResult's optional columns, by length.
+_BATCH_DEFAULTS = {"customer_id": lambda n: np.full(n, None, dtype=object),
+                   "repeat": lambda n: np.zeros(n, dtype=bool),
+                   "given_up_m": lambda n: np.zeros(n)}
+
+
+def _set_read_only(obj, name, a):
+    """Set ``obj.name = a`` with ``a`` made read-only; returns ``a``."""
+    a.flags.writeable = False
+    setattr(obj, name, a)
+    return a
 
 
 def _py(v):
@@ -973,7 +991,9 @@ class Dispatcher:
             oids = np.arange(self._next_order, self._next_order + n, dtype=np.int64)
             self._next_order += n
         else:
-            oids = np.asarray(order_ids)
+            # a copy: the result and the order log keep it, the caller may write
+            # into theirs (one conversion from a list)
+            oids = np.array(order_ids)
             if oids.shape != (n,):
                 raise ValueError(f"order_ids must have one id per order ({n}), "
                                  f"got shape {oids.shape}")
@@ -1069,17 +1089,17 @@ class Dispatcher:
         if invalid.any():
             refusal = np.where(invalid != 0, invalid, refusal).astype(np.int8)
         ok = (leader >= 0) & ~repeat
-        if cust_list is None:
-            cust_col = np.empty(n, dtype=object)      # all None
-        else:
+        cust_col = None           # no customers: the result makes its all-None column
+        if cust_list is not None or repeat.any():
             cust_col = np.empty(n, dtype=object)
-            cust_col[:] = cust_list
+            if cust_list is not None:
+                cust_col[:] = cust_list
         if repeat.any():
             self._fill_repeats(np.flatnonzero(repeat), oids, leader, dist, outcome, refusal,
                                n_full, cust_col)
         if self._keep_orders:
-            # the log keeps its own copies (the result's arrays are the caller's);
-            # a copy is cheaper than a mask when every order was assigned
+            # the log keeps its own copies; a copy is cheaper than a mask when
+            # every order was assigned
             mask = None if ok.all() else ok
 
             def own(a):
