@@ -919,6 +919,44 @@ def _log_twins():
     return batch, single, res
 
 
+def test_batch_log_without_customers_or_chosen_leaders():
+    """Such a batch's log chunk keeps no customer, chosen or seq array and shares
+    the result's arrays; every reader of the log must still see what the log of
+    single assignments shows."""
+    d, twin, res = _log_twins()
+    chunk = d._log.chunks[0]
+    assert chunk["customer"] is None and chunk["chosen"] is None
+    assert not isinstance(chunk["seq"], np.ndarray)         # kept as first seq + row
+    assert chunk["leader"] is res.leader_index and chunk["dist"] is res.distance_m
+    assert d.to_dict() == twin.to_dict()
+    # a re-run gives the recorded rows, takes no slot
+    loads = d.loads().tolist()
+    again = d.assign_batch([0.0] * 5, [0.0] * 5, order_ids=[10, 11, 12, 13, 14])
+    assert again.repeat.tolist() == [True] * 5
+    assert [r[:4] + r[5:7] for r in _rows(again)] == [r[:4] + r[5:7] for r in _rows(res)]
+    assert again.customer_id.tolist() == [None] * 5
+    assert d.loads().tolist() == loads
+    for x in (d, twin):
+        assert x.release(12) == 1
+        assert x.orders_of(1) == [10, 11]
+    moved, moved_twin = d.reassign_orders_of(1), twin.reassign_orders_of(1)
+    assert _rows(moved) == _rows(moved_twin)
+    assert moved.leader_id.tolist() == [3, 3]
+    assert d.orders_of(2) == twin.orders_of(2)
+    saved = d.to_dict()
+    assert saved == twin.to_dict()
+    assert saved["orders"]["chosen"] == [-1] * len(saved["orders"]["chosen"])
+    assert saved["orders"]["seq"] == sorted(saved["orders"]["seq"])
+    e = Dispatcher.from_dict(json.loads(json.dumps(saved)))
+    assert e.to_dict() == saved
+    # after the round trip: the same answers, the same release and repeats
+    assert _rows(e.assign_batch([0.0, 0.0], [0.0, 0.0], order_ids=[13, 20])) \
+        == _rows(d.assign_batch([0.0, 0.0], [0.0, 0.0], order_ids=[13, 20]))
+    assert e.release(20) == d.release(20)
+    assert e.to_dict() == d.to_dict()
+    assert pickle.loads(pickle.dumps(d)).to_dict() == d.to_dict()
+
+
 def test_batch_result_arrays_are_read_only():
     d, _, res = _log_twins()
     with pytest.raises(ValueError):

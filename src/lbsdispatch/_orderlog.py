@@ -1,7 +1,8 @@
 """The log of assigned orders behind a Dispatcher (release, reassignment, saving).
 
 Batches are stored as chunks of arrays, never as one Python object per order;
-a chunk keeps no array for what it does not have (customers, chosen leaders,
+a batch whose every order was assigned keeps the arrays of its (read-only)
+result, and no array for what it does not have (customers, chosen leaders,
 seqs that simply count on).  Orders assigned one at a time collect in a small
 tail of lists that becomes a chunk as soon as anything reads the log.  The
 id -> row dictionary is built only when a single order must be found (release,
@@ -91,7 +92,8 @@ class OrderLog:
         Notes
         -----
         Arrays of the log's dtype are kept, not copied: the caller must not
-        write into them afterwards.
+        write into them afterwards (``assign_batch`` hands over the arrays of
+        its result, which it makes read-only).
         """
         self.flush()
         n = len(order_id)
