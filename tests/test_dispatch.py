@@ -904,6 +904,96 @@ def test_bind_and_set_bindings_apply_to_later_orders():
     assert d.assign_batch([0.0], [0.0], customer_ids=[5])[0].leader_id == 1
 
 
+def _log_twins():
+    """Two dispatchers given the same orders: one by a batch that names no customer
+    and no chosen leader, one by ``assign`` one order at a time; and the batch's
+    result."""
+    kw = dict(capacity=[3, 2, 4], rules=Rules(max_distance_m=5000))
+    lat, lon = [0.001, 0.002, 0.003], [0.0, 0.0, 0.0]
+    batch = Dispatcher([1, 2, 3], lat, lon, **kw)
+    single = Dispatcher([1, 2, 3], lat, lon, **kw)
+    olat, olon = [0.0, 0.0005, 0.0, 0.0012, 0.0], [0.0, 0.0, 0.0001, 0.0, 0.0002]
+    res = batch.assign_batch(olat, olon, order_ids=[10, 11, 12, 13, 14])
+    for k, (la, lo) in enumerate(zip(olat, olon)):
+        single.assign(la, lo, order_id=10 + k)
+    return batch, single, res
+
+
+def test_batch_log_without_customers_or_chosen_leaders():
+    """Such a batch's log chunk keeps no customer, chosen or seq array and shares
+    the result's arrays; every reader of the log must still see what the log of
+    single assignments shows."""
+    d, twin, res = _log_twins()
+    chunk = d._log.chunks[0]
+    assert chunk["customer"] is None and chunk["chosen"] is None
+    assert not isinstance(chunk["seq"], np.ndarray)         # kept as first seq + row
+    assert chunk["leader"] is res.leader_index and chunk["dist"] is res.distance_m
+    assert d.to_dict() == twin.to_dict()
+    # a re-run gives the recorded rows, takes no slot
+    loads = d.loads().tolist()
+    again = d.assign_batch([0.0] * 5, [0.0] * 5, order_ids=[10, 11, 12, 13, 14])
+    assert again.repeat.tolist() == [True] * 5
+    assert [r[:4] + r[5:7] for r in _rows(again)] == [r[:4] + r[5:7] for r in _rows(res)]
+    assert again.customer_id.tolist() == [None] * 5
+    assert d.loads().tolist() == loads
+    for x in (d, twin):
+        assert x.release(12) == 1
+        assert x.orders_of(1) == [10, 11]
+    moved, moved_twin = d.reassign_orders_of(1), twin.reassign_orders_of(1)
+    assert _rows(moved) == _rows(moved_twin)
+    assert moved.leader_id.tolist() == [3, 3]
+    assert d.orders_of(2) == twin.orders_of(2)
+    saved = d.to_dict()
+    assert saved == twin.to_dict()
+    assert saved["orders"]["chosen"] == [-1] * len(saved["orders"]["chosen"])
+    assert saved["orders"]["seq"] == sorted(saved["orders"]["seq"])
+    e = Dispatcher.from_dict(json.loads(json.dumps(saved)))
+    assert e.to_dict() == saved
+    # after the round trip: the same answers, the same release and repeats
+    assert _rows(e.assign_batch([0.0, 0.0], [0.0, 0.0], order_ids=[13, 20])) \
+        == _rows(d.assign_batch([0.0, 0.0], [0.0, 0.0], order_ids=[13, 20]))
+    assert e.release(20) == d.release(20)
+    assert e.to_dict() == d.to_dict()
+    assert pickle.loads(pickle.dumps(d)).to_dict() == d.to_dict()
+
+
+def test_batch_result_arrays_are_read_only():
+    d, _, res = _log_twins()
+    with pytest.raises(ValueError):
+        res.leader_id[0] = 2
+    with pytest.raises(ValueError):
+        res.distance_m[0] = 0.0
+    for name in ("order_id", "leader_id", "leader_index", "distance_m", "outcome", "refusal",
+                 "n_full_nearer", "customer_id", "repeat", "given_up_m"):
+        assert not getattr(res, name).flags.writeable, name
+    assert d.reassign_orders_of(1).distance_m.flags.writeable is False
+    # the read-only arrays still serve every reader, and a copy can be changed
+    frame = res.to_frame()
+    frame.loc[0, "distance_m"] = -1.0
+    assert res.distance_m[0] != -1.0
+    dist = res.distance_m.copy()
+    dist[0] = -1.0
+    assert res.reason.tolist()[0] == "nearest leader with room"
+    opt = Dispatcher([1, 2], [0.001, 0.002], [0.0, 0.0]).assign_batch(
+        [0.0, 0.0], [0.0, 0.0], customer_ids=["a", None], mode="optimal")
+    assert not opt.given_up_m.flags.writeable and not opt.customer_id.flags.writeable
+    assert opt.customer_id.tolist() == ["a", None] and len(opt.to_frame()) == 2
+
+
+def test_batch_keeps_no_view_of_the_callers_arrays():
+    d = Dispatcher([1, 2], [0.001, 0.002], [0.0, 0.0], capacity=[5, 5])
+    ids = np.array([7, 8, 9])
+    lat = np.zeros(3)
+    res = d.assign_batch(lat, np.zeros(3), order_ids=ids)
+    assert ids.flags.writeable                     # the caller's array is left as it was
+    ids[:] = [1, 2, 3]
+    lat[:] = 0.002
+    assert res.order_id.tolist() == [7, 8, 9]
+    assert d.orders_of(1) == [7, 8, 9]
+    assert d.to_dict()["orders"]["lat"] == [0.0, 0.0, 0.0]
+    assert d.release(8) == 1
+
+
 # -- frames -----------------------------------------------------------------------------------
 def test_dataframe_input_equals_arrays():
     pd = pytest.importorskip("pandas")

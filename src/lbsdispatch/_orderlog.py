@@ -1,9 +1,12 @@
 """The log of assigned orders behind a Dispatcher (release, reassignment, saving).
 
 Batches are stored as chunks of arrays, never as one Python object per order;
-orders assigned one at a time collect in a small tail of lists that becomes a
-chunk as soon as anything reads the log.  The id -> row dictionary is built
-only when a single order must be found (release, duplicate check of ``assign``).
+a batch whose every order was assigned keeps the arrays of its (read-only)
+result, and no array for what it does not have (customers, chosen leaders,
+seqs that simply count on).  Orders assigned one at a time collect in a small
+tail of lists that becomes a chunk as soon as anything reads the log.  The
+id -> row dictionary is built only when a single order must be found (release,
+duplicate check of ``assign``).
 """
 from __future__ import annotations
 
@@ -16,9 +19,33 @@ _FIELDS = ("order_id", "leader", "lat", "lon", "customer", "chosen", "seq",
 _DTYPES = {"leader": np.intp, "lat": np.float64, "lon": np.float64, "chosen": np.intp,
            "seq": np.int64, "dist": np.float64, "outcome": np.int8, "refusal": np.int8,
            "n_full": np.int32}
+# A chunk may keep None for these columns when no row has one: the value of
+# every row is then this one.
+_ABSENT = {"customer": None, "chosen": -1}
 
 #: Status of an order id (`OrderLog.status_many`).
 UNKNOWN, LIVE, RELEASED = 0, 1, 2
+
+
+class _SeqRange:
+    """The ``seq`` column of a chunk whose rows were first assigned one after
+    another: ``start + row``, computed where it is read, so that a batch keeps
+    no array of it.
+
+    Parameters
+    ----------
+    start : int
+        Seq of the chunk's first row.
+    """
+
+    __slots__ = ("start",)
+
+    def __init__(self, start):
+        self.start = start
+
+    def __getitem__(self, rows):
+        # a row (int) or an array of rows, as indexing the array would take
+        return self.start + rows
 
 
 class OrderLog:
@@ -48,17 +75,32 @@ class OrderLog:
 
     def add_many(self, order_id, leader, lat, lon, customer, chosen, seq=None, dist=None,
                  outcome=None, refusal=None, n_full=None, live=None, released=None):
-        """Record a batch of assigned orders (arrays; ``customer`` may be None).
+        """Record a batch of assigned orders.
 
-        ``live`` / ``released`` (bool arrays, default all live) restore orders
-        released before a save.
+        Parameters
+        ----------
+        order_id, leader, lat, lon : array_like, shape (n,)
+        customer, chosen : array_like, shape (n,), or None
+            None: no row has one (the chunk keeps None, not an array).
+        seq : array_like of int, shape (n,), optional
+            Default: the next ``n`` seqs, kept as a `_SeqRange`.
+        dist, outcome, refusal, n_full : array_like, shape (n,), optional
+            Default zeros.
+        live, released : array_like of bool, shape (n,), optional
+            Restore orders released before a save (default all live).
+
+        Notes
+        -----
+        Arrays of the log's dtype are kept, not copied: the caller must not
+        write into them afterwards (``assign_batch`` hands over the arrays of
+        its result, which it makes read-only).
         """
         self.flush()
         n = len(order_id)
         if n == 0:
             return
         if seq is None:
-            seq = np.arange(self.next_seq, self.next_seq + n, dtype=np.int64)
+            seq = _SeqRange(self.next_seq)
             self.next_seq += n
         chunk = {"order_id": order_id, "lat": lat, "lon": lon, "customer": customer,
                  "leader": leader, "chosen": chosen, "seq": seq,
@@ -67,7 +109,8 @@ class OrderLog:
                  "refusal": np.zeros(n) if refusal is None else refusal,
                  "n_full": np.zeros(n) if n_full is None else n_full}
         for f, dt in _DTYPES.items():
-            chunk[f] = np.asarray(chunk[f], dtype=dt)
+            if chunk[f] is not None and not isinstance(chunk[f], _SeqRange):
+                chunk[f] = np.asarray(chunk[f], dtype=dt)
         chunk["live"] = np.ones(n, dtype=bool) if live is None else np.asarray(live, dtype=bool)
         chunk["released"] = (np.zeros(n, dtype=bool) if released is None
                              else np.asarray(released, dtype=bool))
@@ -146,8 +189,7 @@ class OrderLog:
         """Every field of a logged order, as a dict."""
         self.flush()
         c, r = self._lookup()[order_id]
-        ch = self.chunks[c]
-        return {f: (None if ch[f] is None else ch[f][r]) for f in _FIELDS}
+        return {f: self.get(c, r, f) for f in _FIELDS}
 
     def live_rows(self, leader=None):
         """(chunk, row) of live orders, optionally of one leader, in the order of
@@ -164,7 +206,7 @@ class OrderLog:
     def get(self, c, r, field):
         """One field of one logged order."""
         col = self.chunks[c][field]
-        return None if col is None else col[r]
+        return _ABSENT[field] if col is None else col[r]
 
     def kill(self, c, r, released=False):
         """Mark a logged order as no longer assigned (``released``: cancelled, so

@@ -124,6 +124,9 @@ class Assignment(NamedTuple):
 class BatchResult:
     """Results of :meth:`Dispatcher.assign_batch`, one row per input order, in input order.
 
+    The arrays are read-only (the dispatcher's order log shares them); copy
+    one to modify it, e.g. ``res.distance_m.copy()``.
+
     Attributes
     ----------
     order_id : ndarray
@@ -155,19 +158,21 @@ class BatchResult:
 
     def __init__(self, order_id, leader_id, leader_index, distance_m, outcome, refusal,
                  n_full_nearer, customer_id=None, repeat=None, given_up_m=None):
-        n = len(outcome)
-        self.order_id = order_id
-        self.leader_id = leader_id
-        self.leader_index = leader_index
-        self.distance_m = distance_m
-        self.outcome = outcome
-        self.refusal = refusal
-        self.n_full_nearer = n_full_nearer
-        if customer_id is None:
-            customer_id = np.full(n, None, dtype=object)
-        self.customer_id = customer_id
-        self.repeat = np.zeros(n, dtype=bool) if repeat is None else repeat
-        self.given_up_m = np.zeros(n) if given_up_m is None else given_up_m
+        # the parameters are the slots, in the same order
+        for name, a in zip(self.__slots__, (order_id, leader_id, leader_index, distance_m,
+                                            outcome, refusal, n_full_nearer, customer_id,
+                                            repeat, given_up_m)):
+            if a is not None:       # None: the default, made on first use (__getattr__)
+                _set_read_only(self, name, a)
+
+    def __getattr__(self, name):
+        # Only an unset slot lands here: customer_id, repeat or given_up_m left
+        # to their default, which most batches never read (no customers, no
+        # repeats, greedy mode); made now, once.
+        make = _BATCH_DEFAULTS.get(name)
+        if make is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return _set_read_only(self, name, make(len(self)))
 
     def __len__(self):
         return len(self.outcome)
@@ -213,6 +218,19 @@ class BatchResult:
     def __repr__(self):
         c = {o.name: n for o, n in self.counts().items() if n}
         return f"BatchResult(n={len(self)}, {c})"
+
+
+# The defaults of BatchResult's optional columns, by length.
+_BATCH_DEFAULTS = {"customer_id": lambda n: np.full(n, None, dtype=object),
+                   "repeat": lambda n: np.zeros(n, dtype=bool),
+                   "given_up_m": lambda n: np.zeros(n)}
+
+
+def _set_read_only(obj, name, a):
+    """Set ``obj.name = a`` with ``a`` made read-only; returns ``a``."""
+    a.flags.writeable = False
+    setattr(obj, name, a)
+    return a
 
 
 def _py(v):
@@ -973,7 +991,9 @@ class Dispatcher:
             oids = np.arange(self._next_order, self._next_order + n, dtype=np.int64)
             self._next_order += n
         else:
-            oids = np.asarray(order_ids)
+            # a copy: the result and the order log keep it, the caller may write
+            # into theirs (one conversion from a list)
+            oids = np.array(order_ids)
             if oids.shape != (n,):
                 raise ValueError(f"order_ids must have one id per order ({n}), "
                                  f"got shape {oids.shape}")
@@ -990,7 +1010,7 @@ class Dispatcher:
                 # a re-run gives back the recorded answer, whatever the row holds now
                 invalid[repeat] = 0
             self._skip_auto_ids(oids[(invalid == 0) & ~repeat])
-        chosen = np.full(n, _NO_LEADER, dtype=np.intp)
+        chosen = None             # no row has a chosen leader
         if chosen_leaders is not None:
             ch = np.asarray(chosen_leaders, dtype=object if _has_none(chosen_leaders) else None)
             if ch.shape != (n,):
@@ -1034,11 +1054,9 @@ class Dispatcher:
                     cust_list[i] = int(ids_cust[i])
         if cust_list is not None and t is None:
             t = self._time(now)
-        leader = np.full(n, -1, dtype=np.intp)
-        dist = np.full(n, math.inf)
-        outcome = np.full(n, Outcome.INVALID, dtype=np.int8)
-        refusal = np.zeros(n, dtype=np.int8)
-        n_full = np.zeros(n, dtype=np.int32)
+        # greedy: the segments below cover every row and the core writes each;
+        # the optimal plan writes only the rows it places
+        leader, dist, outcome, refusal, n_full = _batch_outputs(n, filled=mode == "optimal")
         skip_u8 = skip.view(np.uint8)
         # Cut the batch where a row's identifiers merged two customers: the
         # bindings of the rows before must be written, then merged, before
@@ -1069,27 +1087,18 @@ class Dispatcher:
         if invalid.any():
             refusal = np.where(invalid != 0, invalid, refusal).astype(np.int8)
         ok = (leader >= 0) & ~repeat
-        if cust_list is None:
-            cust_col = np.empty(n, dtype=object)      # all None
-        else:
+        cust_col = None           # no customers: the result makes its all-None column
+        if cust_list is not None or repeat.any():
             cust_col = np.empty(n, dtype=object)
-            cust_col[:] = cust_list
+            if cust_list is not None:
+                cust_col[:] = cust_list
         if repeat.any():
             self._fill_repeats(np.flatnonzero(repeat), oids, leader, dist, outcome, refusal,
                                n_full, cust_col)
-        if self._keep_orders:
-            # the log keeps its own copies (the result's arrays are the caller's);
-            # a copy is cheaper than a mask when every order was assigned
-            mask = None if ok.all() else ok
-
-            def own(a):
-                return a.copy() if mask is None else a[mask]
-            self._log.add_many(own(oids), own(leader), own(lat_a), own(lon_a),
-                               None if cust_list is None else own(cust_col),
-                               own(chosen), None, own(dist), own(outcome), own(refusal),
-                               own(n_full))
         res = BatchResult(oids, self._leader_ids_of(leader), leader, dist, outcome, refusal,
                           n_full, cust_col, repeat, given_up)
+        if self._keep_orders:
+            self._log_batch(res, ok, lat_a, lon_a, chosen, cust_list is not None)
         if self._store is not None:
             # every order that went in with a usable id (not a repeat): assigned
             # or with its reason
@@ -1102,6 +1111,23 @@ class Dispatcher:
                          now=self._time(now) if t is None else t)
         return res
 
+    def _log_batch(self, res, ok, lat, lon, chosen, with_customers):
+        """Log the assigned rows ``ok`` of a batch's result.
+
+        When every row is assigned, the log shares the result's arrays (read-only)
+        and ``chosen`` (the dispatcher's own); ``lat``/``lon`` may be the caller's
+        arrays and are copied.  Otherwise each column is masked (a copy).
+        """
+        cols = [res.order_id, res.leader_index, lat, lon,
+                res.customer_id if with_customers else None, chosen, res.distance_m,
+                res.outcome, res.refusal, res.n_full_nearer]
+        if ok.all():
+            cols[2:4] = lat.copy(), lon.copy()
+        else:
+            cols = [None if a is None else a[ok] for a in cols]
+        oid, leader, la, lo, cust, ch, dist, outcome, refusal, n_full = cols
+        self._log.add_many(oid, leader, la, lo, cust, ch, None, dist, outcome, refusal, n_full)
+
     def _is_kind(self, name):
         try:
             self.identity._spec(name)
@@ -1113,19 +1139,16 @@ class Dispatcher:
                           leader, dist, outcome, refusal, n_full):
         """Run the core over rows s:e with the bindings as they are now; write the
         bindings the assignments make."""
-        m = e - s
-        if m == 0:
+        if e == s:
             return
-        bound = np.full(m, _NO_LEADER, dtype=np.intp)
-        prev = np.full(m, -1, dtype=np.intp)
-        sub = None
+        bound = prev = sub = None         # None: no customers (the core needs no array)
         if cust_list is not None:
             sub = cust_list[s:e]
             bound = self._bound_positions(sub, t)
             prev = _prev_same(sub, None if cust_int is None else cust_int[s:e])
-        self._core.assign_many(lat[s:e], lon[s:e], chosen[s:e], bound, prev,
-                               self.bindings.mode == "override", skip[s:e], leader[s:e],
-                               dist[s:e], outcome[s:e], refusal[s:e], n_full[s:e])
+        self._core.assign_many(lat[s:e], lon[s:e], None if chosen is None else chosen[s:e],
+                               bound, prev, self.bindings.mode == "override", skip[s:e],
+                               leader[s:e], dist[s:e], outcome[s:e], refusal[s:e], n_full[s:e])
         if sub is not None:
             seg = leader[s:e]
             rows = np.flatnonzero(seg >= 0).tolist()
@@ -1146,6 +1169,8 @@ class Dispatcher:
 
         n = len(lat)
         given_up = np.zeros(n)
+        if chosen is None:
+            chosen = np.full(n, _NO_LEADER, dtype=np.intp)
         core = self._core
         override = self.bindings.mode == "override"
         bound = (self._bound_positions(cust_list, t) if cust_list is not None
@@ -1153,7 +1178,7 @@ class Dispatcher:
         # 1. chosen pickup points and bound customers first, as greedy serves them
         pinned = ~skip & ((chosen != _NO_LEADER) | (bound != _NO_LEADER))
         if pinned.any():
-            core.assign_many(lat, lon, chosen, bound, np.full(n, -1, dtype=np.intp), override,
+            core.assign_many(lat, lon, chosen, bound, None, override,
                              (~pinned).view(np.uint8), leader, dist, outcome, refusal, n_full)
             # a refused choice or binding fell through to the nearest leader:
             # give that slot back and let the plan place the order
@@ -1193,12 +1218,8 @@ class Dispatcher:
             if left.size:
                 mask = np.ones(n, dtype=bool)
                 mask[left] = False
-                out = (np.empty(n, dtype=np.intp), np.empty(n), np.empty(n, dtype=np.int8),
-                       np.empty(n, dtype=np.int8), np.empty(n, dtype=np.int32))
-                core.assign_many(lat, lon, np.full(n, _NO_LEADER, dtype=np.intp),
-                                 np.full(n, _NO_LEADER, dtype=np.intp),
-                                 np.full(n, -1, dtype=np.intp), False, mask.view(np.uint8),
-                                 *out)
+                out = _batch_outputs(n, filled=False)
+                core.assign_many(lat, lon, None, None, None, False, mask.view(np.uint8), *out)
                 if (out[0][left] >= 0).any():       # the plan's count was not maximal
                     raise AssertionError("optimal plan left an order that a leader in "
                                          "range could still take")
@@ -1259,12 +1280,8 @@ class Dispatcher:
 
     def _dispatch_rows(self, lat, lon, chosen, bound, skip):
         """Run the core over rows in order: (leader, dist, outcome, refusal, n_full)."""
-        n = len(lat)
-        out = (np.empty(n, dtype=np.intp), np.empty(n, dtype=np.float64),
-               np.empty(n, dtype=np.int8), np.empty(n, dtype=np.int8),
-               np.empty(n, dtype=np.int32))
-        self._core.assign_many(lat, lon, chosen, bound, np.full(n, -1, dtype=np.intp), False,
-                               skip, *out)
+        out = _batch_outputs(len(lat), filled=False)
+        self._core.assign_many(lat, lon, chosen, bound, None, False, skip, *out)
         return out
 
     def _chosen_many(self, ch):
@@ -1414,7 +1431,7 @@ class Dispatcher:
             chosen_a = np.array(chosen, dtype=np.intp).reshape(n)
             chosen_now = np.where(chosen_a == i, _NO_LEADER, chosen_a).astype(np.intp)
             leader, dist, outcome, refusal, n_full = self._dispatch_rows(
-                lat_a, lon_a, chosen_now, bound, np.zeros(n, dtype=np.uint8))
+                lat_a, lon_a, chosen_now, bound, None)
             log.forget(oids)
             ok = leader >= 0
             seq_a = np.array(seqs, dtype=np.int64).reshape(n)
@@ -1559,7 +1576,7 @@ class _BatchOrders(NamedTuple):
     ok: np.ndarray            # rows assigned (and not repeats)
     lat: np.ndarray
     lon: np.ndarray
-    chosen: np.ndarray
+    chosen: object            # ndarray, or None: no row has a chosen leader
     next_seq: object          # the log's next seq after the batch (new orders)
     seq: object = None        # or the seq of every row (reassignment)
 
@@ -1583,8 +1600,25 @@ class _BatchOrders(NamedTuple):
         return list(zip(oid.tolist(), res.customer_id[idx].tolist(), leader.tolist(),
                         dist.tolist(), res.outcome[idx].tolist(), res.refusal[idx].tolist(),
                         res.n_full_nearer[idx].tolist(), self.lat[idx].tolist(),
-                        self.lon[idx].tolist(), self.chosen[idx].tolist(), seq.tolist(),
+                        self.lon[idx].tolist(),
+                        [_NO_LEADER] * len(idx) if self.chosen is None
+                        else self.chosen[idx].tolist(), seq.tolist(),
                         state.tolist()))
+
+
+def _batch_outputs(n, filled):
+    """The output columns of a batch: leader, dist, outcome, refusal, n_full.
+
+    ``filled``: holding the answer of an unassigned row (INVALID, no leader),
+    for a caller that writes only some rows; otherwise left empty, for the
+    core, which writes every row it is given (no pass over fresh memory).
+    """
+    if not filled:
+        return (np.empty(n, dtype=np.intp), np.empty(n), np.empty(n, dtype=np.int8),
+                np.empty(n, dtype=np.int8), np.empty(n, dtype=np.int32))
+    return (np.full(n, -1, dtype=np.intp), np.full(n, math.inf),
+            np.full(n, Outcome.INVALID, dtype=np.int8), np.zeros(n, dtype=np.int8),
+            np.zeros(n, dtype=np.int32))
 
 
 def _check_stored_ids(values, name):
