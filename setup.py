@@ -22,7 +22,9 @@ extensions = [
         "lbsdispatch._kdtree",
         ["src/lbsdispatch/_kdtree.pyx"],
         depends=["src/lbsdispatch/_dispatch.pxi", "src/lbsdispatch/_islands.pxi"],
-        extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
+        # OpenMP: the island path of assign_batch serves islands on several threads
+        extra_compile_args=(["-O3"] if not DEBUG else ["-O0", "-g"]) + ["-fopenmp"],
+        extra_link_args=["-fopenmp"],
     ),
     # the optimal-mode solver (issue 7): arrays in, arrays out, no tree
     Extension(

@@ -23,13 +23,14 @@ else:
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 # LBSDISPATCH_ISLANDS=1 sends every batch, however small, through the island
-# path of the dispatch core (tiny islands, tiny blocks: many conflicts), so the
-# whole suite checks that it gives the answers of arrival order.
+# path of the dispatch core (tiny islands, tiny blocks: many conflicts; two
+# threads), so the whole suite checks that it gives the answers of arrival order.
 FORCE_ISLANDS = os.environ.get("LBSDISPATCH_ISLANDS") not in (None, "", "0")
 if FORCE_ISLANDS:
     from lbsdispatch import _kdtree
 
-    _kdtree._set_island_params(min_leaders=0, min_rows=0, link_m=500.0, block=7)
+    _kdtree._set_island_params(min_leaders=0, min_rows=0, link_m=500.0, block=7,
+                               min_rows_per_worker=1, workers=2)
 
 
 def pytest_sessionfinish(session, exitstatus):

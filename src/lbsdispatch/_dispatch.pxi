@@ -130,12 +130,24 @@ cdef inline void set_ok(State* s, intp p, uint8_t v) noexcept nogil:
     s.st[p] = (v != 0) + 2 * (s.active[p] != 0)     # an index into PEN_OK / PEN_FULL
 
 
+cdef extern from *:
+    """
+    static inline void lbs_atomic_add(int32_t* p, int32_t v) {
+        __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+    }
+    """
+    void lbs_atomic_add(int32_t* p, int32_t v) noexcept nogil
+
+
 cdef inline void counts_add(State* s, intp p, int32_t davail, int32_t dfull) noexcept nogil:
+    # atomic: workers serving different islands share the nodes near the root
+    # (a search reading a count mid-change only visits a node in vain, or
+    # prunes one whose leaders it would not pick; the island checks see to it)
     cdef intp node = s.leaf_of[p]
     while True:
-        s.avail[node] += davail
-        s.full[node] += dfull
-        s.live[node] += davail + dfull
+        lbs_atomic_add(&s.avail[node], davail)
+        lbs_atomic_add(&s.full[node], dfull)
+        lbs_atomic_add(&s.live[node], davail + dfull)
         if node == 0:
             return
         node = (node - 1) >> 1
@@ -475,10 +487,18 @@ cdef struct Result:
                            # of the order (and its chosen / bound leader); -1: no search
 
 
-cdef void dispatch_one(State* s, const double* q, intp chosen, intp bound_to,
-                       Result* r) noexcept nogil:
-    """Assign one order under the rules and take the slot (chosen and bound are tree
-    positions or NO_LEADER / UNKNOWN_LEADER)."""
+cdef inline void take(State* s, intp p) noexcept nogil:
+    """Give leader p one more order."""
+    s.load[p] += 1
+    if s.strict and s.load[p] >= s.cap[p]:
+        set_ok(s, p, 0)
+        counts_add(s, p, -1, 1)
+
+
+cdef void decide(State* s, const double* q, intp chosen, intp bound_to,
+                 Result* r) noexcept nogil:
+    """Where one order goes under the rules, without taking the slot (chosen and
+    bound are tree positions or NO_LEADER / UNKNOWN_LEADER)."""
     cdef int why
     cdef double d2, lim
     cdef Pick b
@@ -527,10 +547,14 @@ cdef void dispatch_one(State* s, const double* q, intp chosen, intp bound_to,
         r.n_full = <int32_t>(count_full(s, q, d2, False) if b.overflow else b.n_full)
         r.outcome = O_SPILLOVER if r.n_full > 0 else O_NEAREST
     r.dist_m = chord2_to_m(d2, q, s.t.pts + 3 * r.pos)
-    s.load[r.pos] += 1
-    if s.strict and s.load[r.pos] >= s.cap[r.pos]:
-        set_ok(s, r.pos, 0)
-        counts_add(s, r.pos, -1, 1)
+
+
+cdef inline void dispatch_one(State* s, const double* q, intp chosen, intp bound_to,
+                              Result* r) noexcept nogil:
+    """Assign one order under the rules and take the slot."""
+    decide(s, q, chosen, bound_to, r)
+    if r.pos >= 0:
+        take(s, r.pos)
 
 
 # Where a row's answer goes (one slot a row).
@@ -576,11 +600,11 @@ cdef inline void skip_row(Rows* R, intp i) noexcept nogil:
 
 cdef inline void serve(State* s, Rows* R, intp i, const double* q, intp b,
                        Result* r) noexcept nogil:
-    """Dispatch row i (at q, seeing binding b: an original index or a marker)
-    into r, and note the binding it leaves."""
+    """Decide row i (at q, seeing binding b: an original index or a marker) into
+    r, and note the binding it leaves; the caller takes the slot."""
     cdef intp c = R.chosen[i] if R.chosen != NULL else NO_LEADER
     cdef intp got
-    dispatch_one(s, q, R.inv[c] if c >= 0 else c, R.inv[b] if b >= 0 else b, r)
+    decide(s, q, R.inv[c] if c >= 0 else c, R.inv[b] if b >= 0 else b, r)
     if R.left != NULL:
         got = R.perm[r.pos] if r.pos >= 0 else -1
         R.left[i] = got if got >= 0 and (R.override or b == NO_LEADER) else b
@@ -601,6 +625,8 @@ cdef void serve_in_order(State* s, Rows* R, intp s0, intp e) noexcept nogil:
             continue
         tree_vector(s.t, R.lat[i], R.lon[i], q)
         serve(s, R, i, q, b, &r)
+        if r.pos >= 0:
+            take(s, r.pos)
         put(&R.out, R.perm, i, &r)
 
 
@@ -765,7 +791,8 @@ cdef class _DispatchCore:
 
     def assign_many(self, const double[::1] lat, const double[::1] lon, chosen, bound_to,
                     prev_same, bint override, skip, intp[::1] leader, double[::1] dist,
-                    int8_t[::1] outcome, int8_t[::1] refusal, int32_t[::1] n_full):
+                    int8_t[::1] outcome, int8_t[::1] refusal, int32_t[::1] n_full,
+                    int workers=1):
         """Assign validated orders, with the answers of input order (rows with
         ``skip`` set are left INVALID); fills the output arrays.
 
@@ -780,7 +807,8 @@ cdef class _DispatchCore:
         None: no row has one.
 
         Large batches on large trees are served island by island (see
-        ``_islands.pxi``), which gives the same answers.
+        ``_islands.pxi``), which gives the same answers, and then by up to
+        ``workers`` threads.
         """
         cdef intp n = lat.shape[0], s0, m
         cdef Rows R
@@ -790,6 +818,8 @@ cdef class _DispatchCore:
         cdef Islands I
         cdef Scratch W
         cdef bint by_island
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         for name, arr in (("lon", lon), ("leader", leader), ("dist", dist),
                           ("outcome", outcome), ("refusal", refusal), ("n_full", n_full)):
             if arr.shape[0] != n:
@@ -833,7 +863,9 @@ cdef class _DispatchCore:
             by_island = (node_island is not None and self._n_isl > 1
                          and self._open_islands(&I, node_island))
         with nogil:
-            if by_island and scratch_open(&W, min(ISLAND_BLOCK, n), I.n_isl) != 0:
+            if ISLAND_FORCE_WORKERS > 0:
+                workers = ISLAND_FORCE_WORKERS
+            if by_island and scratch_open(&W, min(ISLAND_BLOCK, n), I.n_isl, workers) != 0:
                 free(I.parent); free(I.root0); free(I.first)
                 by_island = False
             s0 = 0

@@ -43,33 +43,46 @@ cdef intp ISLAND_MIN_LEADERS = 16384
 # Batches smaller than this are served in arrival order.
 cdef intp ISLAND_MIN_ROWS = 4096
 # Link distance between islands, metres.
-cdef double ISLAND_LINK_M = 20000.0
+cdef double ISLAND_LINK_M = 40000.0
 # Rows per block (bounds the scratch: ~70 bytes a row).
-cdef intp ISLAND_BLOCK = 131072
+cdef intp ISLAND_BLOCK = 32768
 # A block that needed this many passes gives up and is served in arrival order.
 cdef int ISLAND_MAX_PASSES = 6
+# A pass splits over workers only if each gets at least this many rows.
+cdef intp ISLAND_MIN_ROWS_PER_WORKER = 1024
+# Tests: serve every island batch with this many workers (0: as asked).
+cdef int ISLAND_FORCE_WORKERS = 0
 
 
 # What the island path did (for tests and tuning): blocks served by island,
 # extra passes, rows that conflicted, rows served again, blocks given up.
-cdef intp[6] ISLAND_STATS
+cdef intp[5] ISLAND_STATS
 
 
 def _island_stats(reset=False):
     """Counters of the island path since the last reset: dict."""
-    out = dict(zip(("blocks", "passes", "conflicts", "served_again", "gave_up", "moved"),
-                   [ISLAND_STATS[i] for i in range(6)]))
+    out = dict(zip(("blocks", "passes", "conflicts", "served_again", "gave_up"),
+                   [ISLAND_STATS[i] for i in range(5)]))
     if reset:
-        for i in range(6):
+        for i in range(5):
             ISLAND_STATS[i] = 0
     return out
 
 
-def _set_island_params(min_leaders=None, min_rows=None, link_m=None, block=None):
+def _set_island_params(min_leaders=None, min_rows=None, link_m=None, block=None,
+                       min_rows_per_worker=None, workers=None):
     """Set when and how batches are served island by island (for tests and
-    benchmarks); returns the old (min_leaders, min_rows, link_m, block)."""
+    benchmarks); ``workers`` > 0 serves every island batch with that many
+    threads whatever the caller asked.  Returns the old values as a dict."""
     global ISLAND_MIN_LEADERS, ISLAND_MIN_ROWS, ISLAND_LINK_M, ISLAND_BLOCK
-    old = (ISLAND_MIN_LEADERS, ISLAND_MIN_ROWS, ISLAND_LINK_M, ISLAND_BLOCK)
+    global ISLAND_MIN_ROWS_PER_WORKER, ISLAND_FORCE_WORKERS
+    old = dict(min_leaders=ISLAND_MIN_LEADERS, min_rows=ISLAND_MIN_ROWS,
+               link_m=ISLAND_LINK_M, block=ISLAND_BLOCK,
+               min_rows_per_worker=ISLAND_MIN_ROWS_PER_WORKER, workers=ISLAND_FORCE_WORKERS)
+    if min_rows_per_worker is not None:
+        ISLAND_MIN_ROWS_PER_WORKER = min_rows_per_worker
+    if workers is not None:
+        ISLAND_FORCE_WORKERS = workers
     if min_leaders is not None:
         ISLAND_MIN_LEADERS = min_leaders
     if min_rows is not None:
@@ -279,23 +292,45 @@ cdef struct Islands:
     const CubeMap* cubes
     const int32_t* node_island
     const int32_t* pt_island
-    int32_t* parent        # union-find over islands: the groups, live
+    int32_t* parent        # union-find over islands: the groups (changed between passes only)
     int32_t* root0         # each island's group as the pass began
-    intp* first            # per group root: its first row in conflict this pass (m: none)
+    intp* first            # per group root: its first row in conflict (m: none)
     intp n_isl
     double link2           # link distance, squared chord
     bint merge_all         # a read set without bound: one group from now on
     bint one_group         # every island is in group 0
-    bint multi             # the last row checked read several groups
 
 
-cdef inline int32_t island_of(const Islands* I, intp p) noexcept nogil:
-    return I.pt_island[p]
+# What one worker of a pass found: islands to join once the pass is over (a
+# pass never changes the groups it serves), and how many rows conflicted.
+cdef struct Joins:
+    int32_t* pair          # 2 * n: island pairs
+    intp n
+    intp cap
+    intp n_bad
+    bint failed            # out of memory: join everything
+
+
+cdef inline void join(Joins* J, int32_t a, int32_t b) noexcept nogil:
+    cdef intp ncap
+    cdef void* grown
+    if a == b or J.failed:
+        return
+    if J.n == J.cap:
+        ncap = 2 * J.cap + 64
+        grown = realloc(J.pair, 2 * ncap * sizeof(int32_t))
+        if grown == NULL:
+            J.failed = True
+            return
+        J.pair = <int32_t*>grown
+        J.cap = ncap
+    J.pair[2 * J.n] = a
+    J.pair[2 * J.n + 1] = b
+    J.n += 1
 
 
 cdef inline int32_t cell_island(const Tree* t, const Islands* I, const double* q) noexcept nogil:
-    """The island of the first node of one island on q's path down the tree: a
-    rough guess that reads only the top of the tree (always in cache)."""
+    """The island of the first node of one island on q's path down the tree."""
     cdef intp node = 0
     while node < t.first_leaf and I.node_island[node] == MIXED:
         node = 2 * node + 1 + (q[t.dim[node]] > t.split[node])
@@ -310,29 +345,28 @@ cdef int32_t nearest_island(const Tree* t, const Islands* I, const double* q) no
     nb.rank = 0
     nb.pos = -1
     nn1(t, q, &nb)
-    return I.pt_island[nb.pos] if nb.pos >= 0 else 0
+    return I.pt_island[nb.pos] if nb.pos >= 0 else cell_island(t, I, q)
 
 
-cdef inline void touch(Islands* I, int32_t x, int32_t g, int32_t* home,
-                       bint* outside) noexcept nogil:
-    """Note that a row read island x: join it to the other islands the row read
-    (``home``: the first), and flag it when it is not in the row's group g."""
+cdef inline void touch(const Islands* I, int32_t x, int32_t g, int32_t* home, bint* outside,
+                       Joins* J) noexcept nogil:
+    """Note that a row of group g read island x: join x to the first island the
+    row read (``home``), and flag it when x is not in g."""
     if home[0] < 0:
         home[0] = x
     else:
-        if I.root0[x] != I.root0[home[0]]:
-            I.multi = True
-        uf_union(I.parent, home[0], x)
+        join(J, home[0], x)
     if I.root0[x] != g:
         outside[0] = True
 
 
-cdef void touch_ball(const State* s, Islands* I, const double* q, double r2, int32_t g,
-                     int32_t* home, bint* outside) noexcept nogil:
+cdef void touch_ball(const State* s, const Islands* I, const double* q, double r2, int32_t g,
+                     int32_t* home, bint* outside, Joins* J) noexcept nogil:
     """``touch`` every island with a leader within squared chord r2 of q.
 
-    A node of one island already touched is not descended; any other node is
-    descended to its leaders, since a cell may reach far beyond them."""
+    A node of one island already in the row's home group is not descended;
+    any other node is descended to its leaders, since a cell may reach far
+    beyond them."""
     cdef const Tree* t = s.t
     cdef Frame stack[MAX_DEPTH]
     cdef intp top = 0, node = 0, near, p
@@ -362,7 +396,7 @@ cdef void touch_ball(const State* s, Islands* I, const double* q, double r2, int
                 dy = q[1] - t.pts[3 * p + 1]
                 dz = q[2] - t.pts[3 * p + 2]
                 if dx * dx + dy * dy + dz * dz <= r2:
-                    touch(I, I.pt_island[p], g, home, outside)
+                    touch(I, I.pt_island[p], g, home, outside, J)
         if top == 0:
             return
         top -= 1
@@ -374,13 +408,13 @@ cdef void touch_ball(const State* s, Islands* I, const double* q, double r2, int
 
 
 cdef bint fits(const State* s, Islands* I, int32_t g, const double* q, intp c, intp b,
-               const Result* r, int32_t* home) noexcept nogil:
-    """Did the row served at q read only leaders of its group g?  (c, b: its
+               const Result* r, int32_t* home, Joins* J) noexcept nogil:
+    """Did the row decided at q read only leaders of its group g?  (c, b: its
     chosen and bound leaders as tree positions or markers.)
 
-    If not, the islands it read are merged into one group (not with g: the
-    row neither read nor wrote g's leaders) and ``home`` is set to one of
-    them: where the row is to be served again.  A read without bound sets
+    If not, the islands it read are to be joined into one group (not with g:
+    the row neither read nor wrote g's leaders) and ``home`` is one of them:
+    where the row is to be served again.  A read without bound sets
     ``merge_all``.
     """
     cdef bint outside = False
@@ -388,11 +422,10 @@ cdef bint fits(const State* s, Islands* I, int32_t g, const double* q, intp c, i
     cdef double a2, rr
     cdef Best1 nb
     home[0] = -1
-    I.multi = False
     if c >= 0:
-        touch(I, I.pt_island[c], g, home, &outside)
+        touch(I, I.pt_island[c], g, home, &outside, J)
     if b >= 0:
-        touch(I, I.pt_island[b], g, home, &outside)
+        touch(I, I.pt_island[b], g, home, &outside, J)
     if r.read2 >= 0.0:
         if r.read2 == INFINITY:
             I.merge_all = True      # "nothing anywhere had room": a global read
@@ -410,9 +443,9 @@ cdef bint fits(const State* s, Islands* I, int32_t g, const double* q, intp c, i
             rr = sqrt(r.read2) + sqrt(nb.d2)
             a2 = rr * rr
         if anchor >= 0 and a2 * (1.0 + 1e-9) < I.link2:
-            touch(I, I.pt_island[anchor], g, home, &outside)
+            touch(I, I.pt_island[anchor], g, home, &outside, J)
         else:
-            touch_ball(s, I, q, r.read2, g, home, &outside)
+            touch_ball(s, I, q, r.read2, g, home, &outside, J)
     return not outside
 
 
@@ -434,15 +467,12 @@ cdef void sort_by_group(const int32_t* grp, const uint8_t* use, intp m, intp n_g
             cnt[grp[k]] += 1
 
 
-cdef inline intp seen_binding(const Rows* R, const intp* src, const intp* bfix, intp k) noexcept nogil:
-    return R.left[src[k]] if src[k] >= 0 else bfix[k]
-
-
 # Scratch of the island path, for one block of rows (allocated once a batch).
+# k: a row's place in the block (arrival order); j: its place in a pass.
 cdef struct Scratch:
-    double* qv             # k: unit vectors (k: the row's place in the block)
+    double* qv             # k: unit vectors
     double* qs             # j: the same, gathered in serving order
-    int32_t* g0            # k: island, -1 skipped
+    int32_t* g0            # k: island it is served on, -1 skipped
     int32_t* grp           # k: group in this pass
     int32_t* gj            # j: group
     intp* order            # j -> k
@@ -454,10 +484,15 @@ cdef struct Scratch:
     uint8_t* redo          # k: served in this pass
     uint8_t* bad           # k: conflicted in this pass
     intp* cnt              # per island + 1: counting sort
+    intp* cut              # per worker + 1: where its rows of a pass begin
+    Joins* joins           # per worker
+    int workers
 
 
-cdef int scratch_open(Scratch* w, intp m, intp n_isl) noexcept nogil:
+cdef int scratch_open(Scratch* w, intp m, intp n_isl, int workers) noexcept nogil:
     """Allocate scratch for blocks of m rows; -1 (nothing held) when memory runs out."""
+    cdef int i
+    w.workers = workers
     w.qv = <double*>malloc(3 * m * sizeof(double) + 1)
     w.qs = <double*>malloc(3 * m * sizeof(double) + 1)
     w.g0 = <int32_t*>malloc(m * sizeof(int32_t) + 1)
@@ -472,23 +507,82 @@ cdef int scratch_open(Scratch* w, intp m, intp n_isl) noexcept nogil:
     w.redo = <uint8_t*>malloc(m + 1)
     w.bad = <uint8_t*>malloc(m + 1)
     w.cnt = <intp*>malloc((n_isl + 1) * sizeof(intp))
+    w.cut = <intp*>malloc((workers + 1) * sizeof(intp))
+    w.joins = <Joins*>calloc(workers, sizeof(Joins))
     if (w.qv == NULL or w.qs == NULL or w.g0 == NULL or w.grp == NULL or w.gj == NULL
             or w.order == NULL or w.took == NULL or w.src == NULL or w.bfix == NULL
             or w.sj == NULL or w.bj == NULL or w.redo == NULL or w.bad == NULL
-            or w.cnt == NULL):
+            or w.cnt == NULL or w.cut == NULL or w.joins == NULL):
         scratch_close(w)
         return -1
     return 0
 
 
 cdef void scratch_close(Scratch* w) noexcept nogil:
+    cdef int i
+    if w.joins != NULL:
+        for i in range(w.workers):
+            free(w.joins[i].pair)
     free(w.qv); free(w.qs); free(w.g0); free(w.grp); free(w.gj); free(w.order)
     free(w.took); free(w.src); free(w.bfix); free(w.sj); free(w.bj); free(w.redo)
-    free(w.bad); free(w.cnt)
+    free(w.bad); free(w.cnt); free(w.cut); free(w.joins)
     w.qv = w.qs = NULL
     w.g0 = w.grp = w.gj = NULL
-    w.order = w.took = w.src = w.bfix = w.sj = w.bj = w.cnt = NULL
+    w.order = w.took = w.src = w.bfix = w.sj = w.bj = w.cnt = w.cut = NULL
     w.redo = w.bad = NULL
+    w.joins = NULL
+
+
+cdef void serve_groups(State* s, Islands* I, Rows* R, Scratch* w, intp s0, intp jlo,
+                       intp jhi, Joins* J) noexcept nogil:
+    """Serve the rows of a pass from place jlo to jhi (whole groups): decide each,
+    and take its slot only if it read inside its group; else mark it bad and
+    note the islands to join.  Writes only leaders of these groups, so workers
+    with disjoint groups may run at once."""
+    cdef intp j, k, i, c, b, src
+    cdef int32_t home
+    cdef Result r
+    cdef bint ok
+    for j in range(jlo, jhi):
+        k = w.order[j]
+        i = s0 + k
+        w.bad[k] = 0
+        w.took[k] = -1
+        src = w.sj[j]
+        if src >= 0 and w.redo[src - s0] and (w.grp[src - s0] != w.gj[j] or w.bad[src - s0]):
+            # the row whose binding it sees is served in another group of
+            # this pass (maybe later), or is itself in conflict: so is this
+            # one, not decided now, and it follows that row
+            join(J, w.g0[k], w.g0[src - s0])
+            w.bad[k] = 1
+            J.n_bad += 1
+            if R.left != NULL:
+                R.left[i] = NO_LEADER   # never read as an answer: keeps readers safe
+            continue
+        b = R.left[src] if src >= 0 else w.bj[j]
+        serve(s, R, i, w.qs + 3 * j, b, &r)
+        if I.one_group:
+            ok = True
+        else:
+            c = R.chosen[i] if R.chosen != NULL else NO_LEADER
+            ok = fits(s, I, w.gj[j], w.qs + 3 * j, R.inv[c] if c >= 0 else c,
+                      R.inv[b] if b >= 0 else b, &r, &home, J)
+            if not ok and home >= 0:
+                w.g0[k] = home          # served again where it read
+            if (src >= 0 and ok and not w.redo[src - s0]
+                    and I.root0[w.g0[src - s0]] != w.gj[j]):
+                # it saw the binding of a final row of another group: be
+                # served with that group (which may yet be served again)
+                join(J, w.g0[k], w.g0[src - s0])
+                ok = False
+        if ok:
+            if r.pos >= 0:
+                take(s, r.pos)
+            w.took[k] = r.pos
+            put(&R.out, R.perm, i, &r)
+        else:
+            w.bad[k] = 1
+            J.n_bad += 1
 
 
 cdef void serve_block_by_island(State* s, Islands* I, Rows* R, Scratch* w, intp s0,
@@ -496,156 +590,124 @@ cdef void serve_block_by_island(State* s, Islands* I, Rows* R, Scratch* w, intp 
     """Serve rows s0 .. s0+m-1 island by island, with exactly the answers of
     arrival order (see the top of this file).
 
-    Row data is indexed by k (0 .. m-1, arrival order in the block); a pass
-    gathers what its rows read in serving order j, so that the serving loop
-    reads memory one row after another and keeps a group's leaders in cache.
+    A pass gathers what its rows read in serving order, so the serving loop
+    reads memory one row after another and keeps a group's leaders in cache;
+    with several workers, each serves whole groups of its own.
     """
     cdef const Tree* t = s.t
-    cdef double* qv = w.qv
-    cdef double* qs = w.qs
-    cdef int32_t* g0 = w.g0
-    cdef int32_t* grp = w.grp
-    cdef int32_t* gj = w.gj
-    cdef intp* order = w.order
-    cdef intp* took = w.took
-    cdef intp* src = w.src
-    cdef intp* bfix = w.bfix
-    cdef intp* sj = w.sj
-    cdef intp* bj = w.bj
-    cdef uint8_t* redo = w.redo
-    cdef uint8_t* bad = w.bad
-    cdef intp* cnt = w.cnt
-    cdef intp k, i, j, n_rows = 0, n_redo, n_bad, c, b, pos
-    cdef int32_t g, x
-    cdef int passes = 0
-    cdef Result r
-    if True:
+    cdef intp k, i, j, n_rows = 0, n_redo, n_bad, pos, per, a
+    cdef int32_t x
+    cdef int passes = 0, wk, nw
+    cdef intp nw_min = w.workers
+    for k in range(m):
+        i = s0 + k
+        w.took[k] = -1
+        w.bad[k] = 0
+        # the binding row i sees: that left by the customer's previous row in
+        # this block (through skipped rows), else a final one
+        w.src[k] = -1
+        w.bfix[k] = R.bound_to[i] if R.bound_to != NULL else NO_LEADER
+        if R.prev != NULL:
+            j = R.prev[i]
+            if j >= s0:
+                if R.skip != NULL and R.skip[j]:
+                    w.src[k] = w.src[j - s0]
+                    w.bfix[k] = w.bfix[j - s0]
+                else:
+                    w.src[k] = j
+            elif j >= 0:
+                w.bfix[k] = R.left[j]
+        if R.skip != NULL and R.skip[i]:
+            w.g0[k] = -1
+            w.redo[k] = 0
+            continue
+        tree_vector(t, R.lat[i], R.lon[i], w.qv + 3 * k)
+        # first served on the island of its cube (far from every leader: of
+        # its nearest leader): a guess, which the checks make exact
+        w.g0[k] = cube_island(I.cubes, w.qv + 3 * k)
+        if w.g0[k] < 0:
+            w.g0[k] = nearest_island(t, I, w.qv + 3 * k)
+        w.redo[k] = 1
+        n_rows += 1
+    n_redo = n_rows
+    ISLAND_STATS[0] += 1
+    while n_redo > 0:
+        for x in range(I.n_isl):
+            I.root0[x] = uf_find(I.parent, x)
+            I.first[x] = m
+        # rows of this pass grouped, arrival order inside a group
         for k in range(m):
-            i = s0 + k
-            took[k] = -1
-            bad[k] = 0
-            # the binding row i sees: that left by the customer's previous row
-            # in this block (through skipped rows), else a final one
-            src[k] = -1
-            bfix[k] = R.bound_to[i] if R.bound_to != NULL else NO_LEADER
-            if R.prev != NULL:
-                j = R.prev[i]
-                if j >= s0:
-                    if R.skip != NULL and R.skip[j]:
-                        src[k] = src[j - s0]
-                        bfix[k] = bfix[j - s0]
-                    else:
-                        src[k] = j
-                elif j >= 0:
-                    bfix[k] = R.left[j]
-            if R.skip != NULL and R.skip[i]:
-                g0[k] = -1
-                redo[k] = 0
-                continue
-            tree_vector(t, R.lat[i], R.lon[i], qv + 3 * k)
-            # first served on the island of its cube (far from every leader:
-            # of its nearest leader): a guess, which the checks make exact
-            g0[k] = cube_island(I.cubes, qv + 3 * k)
-            if g0[k] < 0:
-                g0[k] = nearest_island(t, I, qv + 3 * k)
-            redo[k] = 1
-            n_rows += 1
-        n_redo = n_rows
-        ISLAND_STATS[0] += 1
-        while n_redo > 0:
+            if w.redo[k]:
+                w.grp[k] = I.root0[w.g0[k]]
+        sort_by_group(w.grp, w.redo, m, I.n_isl, w.cnt, w.order)
+        for j in range(n_redo):
+            k = w.order[j]
+            w.qs[3 * j] = w.qv[3 * k]
+            w.qs[3 * j + 1] = w.qv[3 * k + 1]
+            w.qs[3 * j + 2] = w.qv[3 * k + 2]
+            w.gj[j] = w.grp[k]
+            w.sj[j] = w.src[k]
+            w.bj[j] = w.bfix[k]
+        # workers: about equal shares of the rows, cut between groups
+        nw = w.workers if not I.one_group and n_redo >= nw_min * ISLAND_MIN_ROWS_PER_WORKER else 1
+        per = (n_redo + nw - 1) // nw
+        w.cut[0] = 0
+        for wk in range(1, nw + 1):
+            a = min(w.cut[wk - 1] + per, n_redo)
+            while a < n_redo and a > 0 and w.gj[a] == w.gj[a - 1]:
+                a += 1
+            w.cut[wk] = a
+        for wk in range(nw):
+            w.joins[wk].n = 0
+            w.joins[wk].n_bad = 0
+        if nw == 1:
+            serve_groups(s, I, R, w, s0, 0, n_redo, &w.joins[0])
+        else:
+            for wk in prange(nw, num_threads=nw, schedule="static", chunksize=1):
+                serve_groups(s, I, R, w, s0, w.cut[wk], w.cut[wk + 1], &w.joins[wk])
+        n_bad = 0
+        for wk in range(nw):
+            n_bad += w.joins[wk].n_bad
+            if w.joins[wk].failed:
+                I.merge_all = True
+            for a in range(w.joins[wk].n):
+                uf_union(I.parent, w.joins[wk].pair[2 * a], w.joins[wk].pair[2 * a + 1])
+        if n_bad == 0:
+            break
+        # A group touched by a conflict (as joined now) is served again from
+        # its first conflicting row on.  Every row before it read inside its
+        # own group a state that only earlier rows of that group had written
+        # (a row in conflict takes no slot), so what they did stands.
+        passes += 1
+        ISLAND_STATS[1] += 1
+        ISLAND_STATS[2] += n_bad
+        for k in range(m):
+            if w.bad[k]:
+                x = uf_find(I.parent, w.g0[k])
+                I.first[x] = k if k < I.first[x] else I.first[x]
+        n_redo = 0
+        for k in range(m):
+            w.redo[k] = w.g0[k] >= 0 and k >= I.first[uf_find(I.parent, w.g0[k])]
+            n_redo += w.redo[k]
+        if I.merge_all or passes >= ISLAND_MAX_PASSES:
+            # give up on islands: one group, served in arrival order
             for x in range(I.n_isl):
-                I.root0[x] = uf_find(I.parent, x)
-                I.first[x] = m
-            # rows of this pass grouped, arrival order inside a group
+                I.parent[x] = 0
+            I.one_group = True
+            ISLAND_STATS[4] += 1
+            n_redo = n_rows
             for k in range(m):
-                if redo[k]:
-                    grp[k] = I.root0[g0[k]]
-            sort_by_group(grp, redo, m, I.n_isl, cnt, order)
-            for j in range(n_redo):
-                k = order[j]
-                qs[3 * j] = qv[3 * k]
-                qs[3 * j + 1] = qv[3 * k + 1]
-                qs[3 * j + 2] = qv[3 * k + 2]
-                gj[j] = grp[k]
-                sj[j] = src[k]
-                bj[j] = bfix[k]
-            n_bad = 0
-            for j in range(n_redo):
-                k = order[j]
-                i = s0 + k
-                if sj[j] >= 0 and redo[sj[j] - s0] and grp[sj[j] - s0] != gj[j]:
-                    # the row whose binding it sees is served in another group
-                    # of this pass, maybe later: a conflict, not served now
-                    uf_union(I.parent, g0[k], g0[sj[j] - s0])
-                    bad[k] = 1
-                    n_bad += 1
-                    took[k] = -1
-                    continue
-                b = R.left[sj[j]] if sj[j] >= 0 else bj[j]
-                serve(s, R, i, qs + 3 * j, b, &r)
-                put(&R.out, R.perm, i, &r)
-                took[k] = r.pos
-                if I.one_group:
-                    continue
-                g = gj[j]
-                c = R.chosen[i] if R.chosen != NULL else NO_LEADER
-                if not fits(s, I, g, qs + 3 * j, R.inv[c] if c >= 0 else c,
-                            R.inv[b] if b >= 0 else b, &r, &x):
-                    bad[k] = 1
-                    n_bad += 1
-                    ISLAND_STATS[5] += not I.multi
-                    if x >= 0:
-                        g0[k] = x           # served again where it read
-                if sj[j] >= 0 and (uf_find(I.parent, g0[src[k] - s0])
-                                    != uf_find(I.parent, g0[k])):
-                    # the binding it saw comes from a row of another group
-                    uf_union(I.parent, g0[k], g0[src[k] - s0])
-                    n_bad += not bad[k]
-                    bad[k] = 1
-                if bad[k] and r.pos >= 0:
-                    # a row in conflict leaves no trace: a row served after it
-                    # in this pass must not see its slot (it may come first
-                    # in arrival order)
-                    set_state(s, r.pos, s.active[r.pos], s.load[r.pos] - 1, s.cap[r.pos])
-                    took[k] = -1
-            if n_bad == 0:
-                break
-            # A group touched by a conflict (as merged now) is served again
-            # from its first conflicting row on: every row before it read
-            # inside its own group a state that only earlier rows of that
-            # group had written (conflicting rows took their slots back at
-            # once), so what they did stands in arrival order.
-            passes += 1
-            ISLAND_STATS[1] += 1
-            ISLAND_STATS[2] += n_bad
-            for k in range(m):
-                if bad[k]:
-                    x = uf_find(I.parent, g0[k])
-                    I.first[x] = k if k < I.first[x] else I.first[x]
-                    bad[k] = 0
-            n_redo = 0
-            for k in range(m):
-                redo[k] = g0[k] >= 0 and k >= I.first[uf_find(I.parent, g0[k])]
-                n_redo += redo[k]
-            if I.merge_all or passes >= ISLAND_MAX_PASSES:
-                # give up on islands: one group, served in arrival order
-                for x in range(I.n_isl):
-                    I.parent[x] = 0
-                I.one_group = True
-                ISLAND_STATS[4] += 1
-                n_redo = n_rows
-                for k in range(m):
-                    redo[k] = g0[k] >= 0
-            ISLAND_STATS[3] += n_redo
-            # undo what the rows to serve again took
-            for k in range(m):
-                if redo[k] and took[k] >= 0:
-                    pos = took[k]
-                    set_state(s, pos, s.active[pos], s.load[pos] - 1, s.cap[pos])
-                    took[k] = -1
+                w.redo[k] = w.g0[k] >= 0
+        ISLAND_STATS[3] += n_redo
+        # give back what the rows to serve again took
         for k in range(m):
-            if g0[k] < 0:
-                i = s0 + k
-                skip_row(R, i)
-                if R.left != NULL:
-                    R.left[i] = seen_binding(R, src, bfix, k)
+            if w.redo[k] and w.took[k] >= 0:
+                pos = w.took[k]
+                set_state(s, pos, s.active[pos], s.load[pos] - 1, s.cap[pos])
+                w.took[k] = -1
+    for k in range(m):
+        if w.g0[k] < 0:
+            i = s0 + k
+            skip_row(R, i)
+            if R.left != NULL:
+                R.left[i] = R.left[w.src[k]] if w.src[k] >= 0 else w.bfix[k]

@@ -32,6 +32,7 @@ All loops run without the GIL on typed memoryviews / raw pointers and build no
 Python object per query.
 """
 cimport cython
+from cython.parallel cimport prange
 from libc.math cimport sin, cos, asin, atan2, sqrt, M_PI, INFINITY
 from libc.stdint cimport int64_t, int32_t, int8_t, uint8_t, uint64_t, INT64_MAX
 from libc.stdlib cimport malloc, calloc, realloc, free, qsort

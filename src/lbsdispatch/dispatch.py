@@ -8,7 +8,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._kdtree import _as_coords, _coerce_ids, _DispatchCore, _ranks, check_coordinates
+from ._kdtree import (_as_coords, _check_workers, _coerce_ids, _DispatchCore, _ranks,
+                      check_coordinates)
 from ._orderlog import LIVE, RELEASED, OrderLog
 from .identity import Bindings, IdentityGraph, _seconds
 from .crs import _resolve as _resolve_crs
@@ -918,7 +919,7 @@ class Dispatcher:
                           _py(rec["customer"]), True)
 
     def assign_batch(self, lat, lon, order_ids=None, customer_ids=None, chosen_leaders=None,
-                     identifiers=None, now=None, mode="greedy", objective="total"):
+                     identifiers=None, now=None, mode="greedy", objective="total", workers=1):
         """Assign a batch of orders: by default exactly as ``assign`` on each in input order.
 
         Parameters
@@ -952,6 +953,11 @@ class Dispatcher:
         objective : {"total", "bottleneck"}, default "total"
             Optimal mode only: least total distance, or least worst distance
             first and then least total.
+        workers : int, default 1
+            Threads for a large greedy batch on a large event (-1: every
+            core).  The answers are the same for every value: orders are
+            served island by island (groups of leaders far apart from each
+            other), and each thread serves islands of its own.
 
         Returns
         -------
@@ -965,6 +971,7 @@ class Dispatcher:
         unassigned earlier is dispatched again.  With a store the whole call
         is one transaction.
         """
+        workers = _check_workers(workers)
         if mode not in ("greedy", "optimal"):
             raise ValueError(f"mode must be 'greedy' or 'optimal', got {mode!r}")
         if objective not in ("total", "bottleneck"):
@@ -1079,6 +1086,7 @@ class Dispatcher:
                 self.bindings.on_merge(sv, ab, t)
                 k += 1
             self._dispatch_segment(s, e, lat_a, lon_a, chosen, skip_u8, cust_list, cust_int, t,
+                                   workers,
                                    leader, dist, outcome, refusal, n_full)
         while k < len(merges):          # merges of the last rows (n == 0 edge included)
             _, sv, ab = merges[k]
@@ -1135,7 +1143,7 @@ class Dispatcher:
             return False
         return True
 
-    def _dispatch_segment(self, s, e, lat, lon, chosen, skip, cust_list, cust_int, t,
+    def _dispatch_segment(self, s, e, lat, lon, chosen, skip, cust_list, cust_int, t, workers,
                           leader, dist, outcome, refusal, n_full):
         """Run the core over rows s:e with the bindings as they are now; write the
         bindings the assignments make."""
@@ -1148,7 +1156,8 @@ class Dispatcher:
             prev = _prev_same(sub, None if cust_int is None else cust_int[s:e])
         self._core.assign_many(lat[s:e], lon[s:e], None if chosen is None else chosen[s:e],
                                bound, prev, self.bindings.mode == "override", skip[s:e],
-                               leader[s:e], dist[s:e], outcome[s:e], refusal[s:e], n_full[s:e])
+                               leader[s:e], dist[s:e], outcome[s:e], refusal[s:e], n_full[s:e],
+                               workers)
         if sub is not None:
             seg = leader[s:e]
             rows = np.flatnonzero(seg >= 0).tolist()
