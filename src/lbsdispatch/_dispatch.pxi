@@ -810,7 +810,7 @@ cdef class _DispatchCore:
         ``_islands.pxi``), which gives the same answers, and then by up to
         ``workers`` threads.
         """
-        cdef intp n = lat.shape[0], s0, m
+        cdef intp n = lat.shape[0], s0, m, block
         cdef Rows R
         cdef const intp[::1] ch, bt, pv
         cdef const uint8_t[::1] sk
@@ -869,13 +869,18 @@ cdef class _DispatchCore:
                 free(I.parent); free(I.root0); free(I.first)
                 by_island = False
             s0 = 0
+            # blocks grow: the first conflicts, which join the islands that
+            # interact, are cheap to repair in a small block; later blocks
+            # have few and gain from longer runs per island
+            block = ISLAND_FIRST_BLOCK if ISLAND_FIRST_BLOCK < ISLAND_BLOCK else ISLAND_BLOCK
             while s0 < n:
-                m = min(ISLAND_BLOCK, n - s0)
+                m = min(block, n - s0)
                 if by_island and not I.one_group:
                     serve_block_by_island(&self.s, &I, &R, &W, s0, m)
                 else:
                     serve_in_order(&self.s, &R, s0, s0 + m)
                 s0 += m
+                block = min(2 * block, ISLAND_BLOCK)
             if by_island:
                 scratch_close(&W)
                 free(I.parent); free(I.root0); free(I.first)

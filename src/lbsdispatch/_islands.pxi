@@ -44,8 +44,10 @@ cdef intp ISLAND_MIN_LEADERS = 16384
 cdef intp ISLAND_MIN_ROWS = 4096
 # Link distance between islands, metres.
 cdef double ISLAND_LINK_M = 40000.0
-# Rows per block (bounds the scratch: ~70 bytes a row).
-cdef intp ISLAND_BLOCK = 32768
+# Rows per block (bounds the scratch: ~110 bytes a row); the first block is
+# smaller, and each next one twice the last, up to ISLAND_BLOCK.
+cdef intp ISLAND_BLOCK = 131072
+cdef intp ISLAND_FIRST_BLOCK = 4096
 # A block that needed this many passes gives up and is served in arrival order.
 cdef int ISLAND_MAX_PASSES = 6
 # A pass splits over workers only if each gets at least this many rows.
@@ -70,15 +72,19 @@ def _island_stats(reset=False):
 
 
 def _set_island_params(min_leaders=None, min_rows=None, link_m=None, block=None,
-                       min_rows_per_worker=None, workers=None):
+                       first_block=None, min_rows_per_worker=None, workers=None):
     """Set when and how batches are served island by island (for tests and
     benchmarks); ``workers`` > 0 serves every island batch with that many
     threads whatever the caller asked.  Returns the old values as a dict."""
     global ISLAND_MIN_LEADERS, ISLAND_MIN_ROWS, ISLAND_LINK_M, ISLAND_BLOCK
-    global ISLAND_MIN_ROWS_PER_WORKER, ISLAND_FORCE_WORKERS
+    global ISLAND_FIRST_BLOCK, ISLAND_MIN_ROWS_PER_WORKER, ISLAND_FORCE_WORKERS
     old = dict(min_leaders=ISLAND_MIN_LEADERS, min_rows=ISLAND_MIN_ROWS,
-               link_m=ISLAND_LINK_M, block=ISLAND_BLOCK,
+               link_m=ISLAND_LINK_M, block=ISLAND_BLOCK, first_block=ISLAND_FIRST_BLOCK,
                min_rows_per_worker=ISLAND_MIN_ROWS_PER_WORKER, workers=ISLAND_FORCE_WORKERS)
+    if first_block is not None:
+        if first_block < 1:
+            raise ValueError("first_block must be >= 1")
+        ISLAND_FIRST_BLOCK = first_block
     if min_rows_per_worker is not None:
         ISLAND_MIN_ROWS_PER_WORKER = min_rows_per_worker
     if workers is not None:
