@@ -962,8 +962,11 @@ class Dispatcher:
         Order ids: a repeat of an id within the batch is INVALID; an id that
         is already assigned (a re-run) gives its recorded row with ``repeat``
         set and takes no slot; a released id is INVALID; an id that came out
-        unassigned earlier is dispatched again.  With a store the whole call
-        is one transaction.
+        unassigned earlier is dispatched again.  The id decides before what
+        the row holds: the coordinates and the chosen leader of a row are
+        checked only when its id may be dispatched.  With a store the whole
+        call is one transaction, and a row whose id may not be dispatched is
+        not written (the record of its id stays as it was).
         """
         if mode not in ("greedy", "optimal"):
             raise ValueError(f"mode must be 'greedy' or 'optimal', got {mode!r}")
@@ -984,9 +987,17 @@ class Dispatcher:
                     identifiers = {k: df[k].to_numpy() for k in kinds}
         lat_a, lon_a, bad_code = _batch_coords(lat, lon, self.crs)
         n = len(lat_a)
+        # The order id decides first, as in `assign`: a missing id (7), the second
+        # row of an id in this batch (4), a live id (a repeat: its recorded
+        # answer) and a released id (5) are answered by the id alone.  Only the
+        # other rows, `fresh`, are checked for what they hold (coordinates here,
+        # the chosen leader below), and only they are written to a store: any
+        # other row would overwrite the record of its id (a live or released
+        # order, or the first row of the id in this batch) with an order that
+        # was never dispatched.
         invalid = bad_code
         repeat = np.zeros(n, dtype=bool)
-        status = None
+        fresh = None              # None: every row (automatic ids)
         if order_ids is None:
             oids = np.arange(self._next_order, self._next_order + n, dtype=np.int64)
             self._next_order += n
@@ -999,17 +1010,15 @@ class Dispatcher:
                                  f"got shape {oids.shape}")
             if self._store is not None and oids.dtype.kind not in "iuU":
                 _check_stored_ids(oids.tolist(), "order_ids")
-            dup = _duplicate_codes(oids)
+            id_code = _duplicate_codes(oids)
             log = self._log
             if log.chunks or log.tail:
                 status = log.status_many(oids.tolist())
-                repeat = (dup == 0) & (status == LIVE)
-            invalid = np.where(invalid == 0, dup, invalid)
-            if status is not None:
-                invalid = np.where((invalid == 0) & (status == RELEASED), 5, invalid)
-                # a re-run gives back the recorded answer, whatever the row holds now
-                invalid[repeat] = 0
-            self._skip_auto_ids(oids[(invalid == 0) & ~repeat])
+                repeat = (id_code == 0) & (status == LIVE)
+                id_code[(id_code == 0) & (status == RELEASED)] = 5
+            fresh = (id_code == 0) & ~repeat
+            invalid = np.where(fresh, bad_code, id_code)
+            self._skip_auto_ids(oids[fresh & (bad_code == 0)])
         chosen = None             # no row has a chosen leader
         if chosen_leaders is not None:
             ch = np.asarray(chosen_leaders, dtype=object if _has_none(chosen_leaders) else None)
@@ -1017,6 +1026,7 @@ class Dispatcher:
                 raise ValueError(f"chosen_leaders must have one entry per order ({n}), "
                                  f"got shape {ch.shape}")
             chosen, wrong = self._chosen_many(ch)
+            # after the coordinates: only a fresh row with good ones (invalid == 0, no repeat)
             invalid = np.where((invalid == 0) & wrong & ~repeat, 6, invalid)
         skip = (invalid != 0) | repeat
         t = None
@@ -1100,11 +1110,9 @@ class Dispatcher:
         if self._keep_orders:
             self._log_batch(res, ok, lat_a, lon_a, chosen, cust_list is not None)
         if self._store is not None:
-            # every order that went in with a usable id (not a repeat): assigned
-            # or with its reason
-            keep = ~repeat
-            if order_ids is not None:
-                keep &= (invalid != 4) & (invalid != 7) & (invalid != 5)
+            # every order that went in with an id that could be dispatched: assigned,
+            # or with its reason (see `fresh` above)
+            keep = np.ones(n, dtype=bool) if fresh is None else fresh
             self._commit(orders=_BatchOrders(res, keep, ok, lat_a, lon_a, chosen,
                                              self._log.next_seq),
                          leaders=np.unique(leader[ok]).tolist(),
