@@ -39,9 +39,9 @@ Specification implemented (per order, in input order)
    flagged ``repeat``, and changes nothing; a released id is INVALID
    ("released"); an id that came out unassigned is dispatched again.  In a
    batch, the second and later rows of one id are INVALID ("dup_batch").  The
-   id decides first: a batch's checks run in the order repeat (first row of an
-   id only), dup_batch, released, then what the row holds: coordinates, chosen
-   type.
+   id decides first: the checks run in the order repeat (in a batch: first row
+   of an id only), dup_batch (batch), released, then what the row holds:
+   coordinates, chosen type.  ``assign`` and ``assign_batch`` agree.
 
 Floating point
 --------------
@@ -472,10 +472,10 @@ class ReferenceDispatcher:
                 return self._repeat(order_id)
             if order_id in self.released:
                 why = "released"
-            elif not self._chosen_type_ok(chosen_leader):
-                why = "chosen_type"
             else:
                 why = self._coord_problem(lat, lon)
+                if not why and not self._chosen_type_ok(chosen_leader):
+                    why = "chosen_type"
         if why:
             return self._invalid(order_id, why)
         lat, lon = float(lat), float(lon)

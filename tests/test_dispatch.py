@@ -916,6 +916,23 @@ def test_batch_order_id_decides_before_the_row_as_the_reference():
     assert d.loads().tolist() == ref.loads()
 
 
+def test_assign_order_id_decides_before_the_row_as_the_reference_and_the_batch():
+    """The single-order path: the same rule, and the answer of a batch of one."""
+    d = Dispatcher([1, 2], [0.0, 0.0], [0.0, 0.001], capacity=[20, 20])
+    b = Dispatcher([1, 2], [0.0, 0.0], [0.0, 0.001], capacity=[20, 20])
+    ref = ReferenceDispatcher([1, 2], [0.0, 0.0], [0.0, 0.001], capacity=[20, 20])
+    for x in (d, b, ref):
+        _id_history(x)
+    for k, p in enumerate(ROW_PROBLEMS):
+        for oid in ("live", "gone", "was_bad", f"new{k}"):
+            la, lo, ch = p.get("lat", 0.0), p.get("lon", 0.0), p.get("chosen")
+            got = d.assign(la, lo, order_id=oid, chosen_leader=ch)
+            check_one(got, ref.assign(la, lo, oid, None, ch), d, f"{oid} {p}")
+            assert b.assign_batch([la], [lo], order_ids=[oid], chosen_leaders=[ch])[0] == got
+    assert d.loads().tolist() == b.loads().tolist() == ref.loads()
+    assert d.to_dict() == b.to_dict()
+
+
 def test_binding_to_a_leader_added_later():
     """A customer bound to an id that is not a leader yet is served by that leader once
     add_leaders creates it - in assign_batch exactly as in assign."""

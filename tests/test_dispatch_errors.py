@@ -373,6 +373,11 @@ def test_batch_order_id_is_checked_before_the_row(lat, lon, chosen, reason):
         "invalid: duplicate order id in this batch", "invalid: order id missing", reason]
     assert d.loads().tolist() == [loads[0] + 1] + loads[1:]
     assert d.orders_of(1) == [1, 3]
+    # one order at a time: the same answers
+    a = [d.assign(lat, lon, order_id=o, chosen_leader=chosen) for o in (1, 2, 5)]
+    assert [x.reason for x in a] == [res.reason[1], res.reason[2], reason]
+    assert [x.repeat for x in a] == [True, False, False]
+    assert d.loads().tolist() == [loads[0] + 1] + loads[1:]
 
 
 def test_every_kind_of_invalid_row_in_one_batch():

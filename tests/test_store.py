@@ -334,6 +334,37 @@ def test_a_batch_row_not_dispatched_never_overwrites_a_record(bad, tmp_path):
     _agree(path, d, twin)
 
 
+@pytest.mark.parametrize("bad", list(BAD_ROW))
+def test_assign_of_a_live_or_released_id_never_overwrites_its_record(bad, tmp_path):
+    """The single-order path: the same rule, and the same answers as a batch of one."""
+    path = tmp_path / "e.sqlite"
+    d, twin, batch = make(store=path), make(), make(store=tmp_path / "b.sqlite")
+    for x in (d, twin, batch):
+        _earlier(x)
+    before = _stored_orders(path)
+    row = BAD_ROW[bad]
+    for oid, reason in [("live", "nearest leader with room" + REPEAT), ("gone", RELEASED),
+                        ("was_bad", BAD_REASON[bad]), ("new", BAD_REASON[bad])]:
+        args = (row.get("lat", 31.0), row.get("lon", 121.0))
+        a = d.assign(*args, order_id=oid, chosen_leader=row.get("chosen"))
+        assert a == twin.assign(*args, order_id=oid, chosen_leader=row.get("chosen"))
+        assert a.reason == reason and a.repeat == (oid == "live"), oid
+        b = batch.assign_batch([args[0]], [args[1]], order_ids=[oid],
+                               chosen_leaders=[row.get("chosen")])
+        assert tuple(b[0]) == tuple(a), oid
+    after = _stored_orders(path)
+    for oid in ("live", "live2", "gone"):
+        assert after[oid] == before[oid], oid
+    assert after["was_bad"][-1] == after["new"][-1] == 2
+    # (what an INVALID row keeps of its position, chosen point and customer differs
+    # between the two paths; its key, outcome, reason and state do not)
+    def key(rows):
+        return {o: (r[2], r[4], r[5], r[10], r[11]) for o, r in rows.items()}
+    assert key(_stored_orders(tmp_path / "b.sqlite")) == key(after)
+    _agree(path, d, twin)
+    _agree(tmp_path / "b.sqlite", batch, twin)
+
+
 # -- errors --------------------------------------------------------------------------------
 def test_store_refuses_a_file_that_holds_an_event(tmp_path):
     path = tmp_path / "e.sqlite"

@@ -822,7 +822,9 @@ class Dispatcher:
             not raised.  An order id that is already assigned returns its
             recorded assignment with ``repeat=True`` and changes nothing
             (idempotent re-runs); a released (cancelled) id is INVALID; an id
-            that came out unassigned before is dispatched again.
+            that came out unassigned before is dispatched again.  The id
+            decides before what the order holds (coordinates, then the chosen
+            leader), as in :meth:`assign_batch`.
 
         Raises
         ------
@@ -839,6 +841,7 @@ class Dispatcher:
             order_id = self._next_order
             self._next_order += 1
         else:
+            # the id decides first (a repeat, or released), whatever else the row holds
             st = log.status_one(order_id) if (log.chunks or log.tail) else 0
             if st == LIVE:
                 return self._repeat_one(order_id)
@@ -846,11 +849,8 @@ class Dispatcher:
                 return self._invalid_one(order_id, 5)
             if type(order_id) is int and order_id >= self._next_order:
                 self._next_order = order_id + 1
-        chosen = _NO_LEADER
-        if chosen_leader is not None:
-            chosen = self._idmap.one(chosen_leader)
-            if chosen is None:
-                return self._invalid_one(order_id, 6)
+        # what the row holds is checked only now that the id may be dispatched:
+        # the coordinates, then the chosen leader (the order of assign_batch)
         try:
             la = float(lat)
             lo = float(lon)
@@ -861,6 +861,11 @@ class Dispatcher:
         # NaN fails both range tests, so one test covers the common case
         if not (-90.0 <= la <= 90.0 and -180.0 <= lo <= 180.0):
             return self._invalid_one(order_id, _coord_problem(la, lo))
+        chosen = _NO_LEADER
+        if chosen_leader is not None:
+            chosen = self._idmap.one(chosen_leader)
+            if chosen is None:
+                return self._invalid_one(order_id, 6)
         t = None
         if identifiers is not None:
             t = self._time(now)
@@ -902,7 +907,8 @@ class Dispatcher:
 
     def _invalid_one(self, order_id, code):
         if self._store is not None and code != 5:
-            # every order that went in is on record, with its reason
+            # every order that went in is on record, with its reason; not a
+            # released id (5): its record stays "released"
             self._commit(orders=_OneOrder(order_id, None, -1, math.inf, Outcome.INVALID, code,
                                           None, None, _NO_LEADER, 0, None))
         return Assignment(order_id, self._missing_id, math.inf, Outcome.INVALID,
