@@ -38,9 +38,10 @@ Specification implemented (per order, in input order)
 6. Order ids: an id that is assigned (live) gives back its recorded result,
    flagged ``repeat``, and changes nothing; a released id is INVALID
    ("released"); an id that came out unassigned is dispatched again.  In a
-   batch, the second and later rows of one id are INVALID ("dup_batch"); the
-   checks run in the order repeat (first row of an id only), coordinates,
-   dup_batch, released, chosen type.
+   batch, the second and later rows of one id are INVALID ("dup_batch").  The
+   id decides first: the checks run in the order repeat (in a batch: first row
+   of an id only), dup_batch (batch), released, then what the row holds:
+   coordinates, chosen type.  ``assign`` and ``assign_batch`` agree.
 
 Floating point
 --------------
@@ -471,10 +472,10 @@ class ReferenceDispatcher:
                 return self._repeat(order_id)
             if order_id in self.released:
                 why = "released"
-            elif not self._chosen_type_ok(chosen_leader):
-                why = "chosen_type"
             else:
                 why = self._coord_problem(lat, lon)
+                if not why and not self._chosen_type_ok(chosen_leader):
+                    why = "chosen_type"
         if why:
             return self._invalid(order_id, why)
         lat, lon = float(lat), float(lon)
@@ -509,13 +510,14 @@ class ReferenceDispatcher:
                 seen.add(oid)
                 out.append(self._repeat(oid))
                 continue
-            why = self._coord_problem(lat[i], lon[i])
-            if not why and oid in seen:
+            if oid in seen:
                 why = "dup_batch"
-            elif not why and oid in self.released:
+            elif oid in self.released:
                 why = "released"
-            if not why and not self._chosen_type_ok(ch):
-                why = "chosen_type"
+            else:
+                why = self._coord_problem(lat[i], lon[i])
+                if not why and not self._chosen_type_ok(ch):
+                    why = "chosen_type"
             seen.add(oid)
             if why:
                 out.append(self._invalid(oid, why))

@@ -881,6 +881,58 @@ def test_auto_order_ids_never_repeat_a_dispatched_id():
     assert len(set(live)) == len(live) == int(d.loads().sum()), live
 
 
+# what a row may hold besides its id: nothing wrong, or each thing that makes it INVALID
+ROW_PROBLEMS = [{}, dict(lat=math.nan), dict(lat=95.0), dict(lon=190.0), dict(chosen="2"),
+                dict(lat=math.nan, chosen="2")]
+
+
+def _id_history(x):
+    """Order ids with a history, on the library or the reference: "live" assigned,
+    "gone" released, "was_bad" unassigned (INVALID)."""
+    if isinstance(x, Dispatcher):
+        x.assign_batch([0.0, 0.0, math.nan], [0.0] * 3, order_ids=["live", "gone", "was_bad"])
+    else:
+        x.assign_batch([0.0, 0.0, math.nan], [0.0] * 3, ["live", "gone", "was_bad"])
+    x.release("gone")
+
+
+def test_batch_order_id_decides_before_the_row_as_the_reference():
+    """Whatever else is wrong with a row, a live id is a repeat, a released id is
+    "released", a second row of an id is "duplicate"; the coordinates, then the
+    chosen leader, are checked only for an id that may be dispatched."""
+    d = Dispatcher([1, 2], [0.0, 0.0], [0.0, 0.001], capacity=[20, 20])
+    ref = ReferenceDispatcher([1, 2], [0.0, 0.0], [0.0, 0.001], capacity=[20, 20])
+    _id_history(d)
+    _id_history(ref)
+    oids, lat, lon, chosen = [], [], [], []
+    for k, p in enumerate(ROW_PROBLEMS):
+        for oid in ("live", "gone", "was_bad", f"new{k}", f"new{k}"):
+            oids.append(oid)
+            lat.append(p.get("lat", 0.0))
+            lon.append(p.get("lon", 0.0))
+            chosen.append(p.get("chosen"))
+    res = d.assign_batch(lat, lon, order_ids=oids, chosen_leaders=chosen)
+    check_batch(res, ref.assign_batch(lat, lon, oids, None, chosen), d)
+    assert d.loads().tolist() == ref.loads()
+
+
+def test_assign_order_id_decides_before_the_row_as_the_reference_and_the_batch():
+    """The single-order path: the same rule, and the answer of a batch of one."""
+    d = Dispatcher([1, 2], [0.0, 0.0], [0.0, 0.001], capacity=[20, 20])
+    b = Dispatcher([1, 2], [0.0, 0.0], [0.0, 0.001], capacity=[20, 20])
+    ref = ReferenceDispatcher([1, 2], [0.0, 0.0], [0.0, 0.001], capacity=[20, 20])
+    for x in (d, b, ref):
+        _id_history(x)
+    for k, p in enumerate(ROW_PROBLEMS):
+        for oid in ("live", "gone", "was_bad", f"new{k}"):
+            la, lo, ch = p.get("lat", 0.0), p.get("lon", 0.0), p.get("chosen")
+            got = d.assign(la, lo, order_id=oid, chosen_leader=ch)
+            check_one(got, ref.assign(la, lo, oid, None, ch), d, f"{oid} {p}")
+            assert b.assign_batch([la], [lo], order_ids=[oid], chosen_leaders=[ch])[0] == got
+    assert d.loads().tolist() == b.loads().tolist() == ref.loads()
+    assert d.to_dict() == b.to_dict()
+
+
 def test_binding_to_a_leader_added_later():
     """A customer bound to an id that is not a leader yet is served by that leader once
     add_leaders creates it - in assign_batch exactly as in assign."""

@@ -347,6 +347,39 @@ def test_chosen_leader_wrong_type_for_str_ids():
     assert a.outcome == Outcome.INVALID and a.leader_id is None
 
 
+@pytest.mark.parametrize("lat, lon, chosen, reason", [
+    (math.nan, 0.0, None, "invalid: lat/lon not finite"),
+    (95.0, 0.0, None, "invalid: lat outside [-90, 90]"),
+    (0.0, 190.0, None, "invalid: lon outside [-180, 180]"),
+    (0.0, 0.0, "7", "invalid: chosen_leader has the wrong type for leader ids"),
+    (math.nan, 0.0, "7", "invalid: lat/lon not finite"),
+])
+def test_batch_order_id_is_checked_before_the_row(lat, lon, chosen, reason):
+    """The id decides first: a live id is a repeat, a released id INVALID
+    "released", a second row of an id "duplicate", a missing id "missing",
+    whatever the row holds; only an id that may be dispatched has its row
+    checked (coordinates, then the chosen leader)."""
+    d = make()
+    d.assign_batch([0.0, 0.0], [0.0, 0.0], order_ids=[1, 2])
+    d.release(2)
+    loads = d.loads().tolist()
+    res = d.assign_batch([0.0] + [lat] * 5, [0.0] + [lon] * 5,
+                         order_ids=[3, 1, 2, 3, None, 4], chosen_leaders=[None] + [chosen] * 5)
+    assert res.repeat.tolist() == [False, True, False, False, False, False]
+    assert res.reason.tolist() == [
+        "nearest leader with room",
+        "nearest leader with room [repeat: order already assigned, nothing changed]",
+        "invalid: order id was released (cancelled); a new order needs a new id",
+        "invalid: duplicate order id in this batch", "invalid: order id missing", reason]
+    assert d.loads().tolist() == [loads[0] + 1] + loads[1:]
+    assert d.orders_of(1) == [1, 3]
+    # one order at a time: the same answers
+    a = [d.assign(lat, lon, order_id=o, chosen_leader=chosen) for o in (1, 2, 5)]
+    assert [x.reason for x in a] == [res.reason[1], res.reason[2], reason]
+    assert [x.repeat for x in a] == [True, False, False]
+    assert d.loads().tolist() == [loads[0] + 1] + loads[1:]
+
+
 def test_every_kind_of_invalid_row_in_one_batch():
     d = make(capacity=2)
     d.assign(0.0, 0.0, order_id=100)

@@ -823,7 +823,9 @@ class Dispatcher:
             not raised.  An order id that is already assigned returns its
             recorded assignment with ``repeat=True`` and changes nothing
             (idempotent re-runs); a released (cancelled) id is INVALID; an id
-            that came out unassigned before is dispatched again.
+            that came out unassigned before is dispatched again.  The id
+            decides before what the order holds (coordinates, then the chosen
+            leader), as in :meth:`assign_batch`.
 
         Raises
         ------
@@ -840,6 +842,7 @@ class Dispatcher:
             order_id = self._next_order
             self._next_order += 1
         else:
+            # the id decides first (a repeat, or released), whatever else the row holds
             st = log.status_one(order_id) if (log.chunks or log.tail) else 0
             if st == LIVE:
                 return self._repeat_one(order_id)
@@ -847,11 +850,8 @@ class Dispatcher:
                 return self._invalid_one(order_id, 5)
             if type(order_id) is int and order_id >= self._next_order:
                 self._next_order = order_id + 1
-        chosen = _NO_LEADER
-        if chosen_leader is not None:
-            chosen = self._idmap.one(chosen_leader)
-            if chosen is None:
-                return self._invalid_one(order_id, 6)
+        # what the row holds is checked only now that the id may be dispatched:
+        # the coordinates, then the chosen leader (the order of assign_batch)
         try:
             la = float(lat)
             lo = float(lon)
@@ -862,6 +862,11 @@ class Dispatcher:
         # NaN fails both range tests, so one test covers the common case
         if not (-90.0 <= la <= 90.0 and -180.0 <= lo <= 180.0):
             return self._invalid_one(order_id, _coord_problem(la, lo))
+        chosen = _NO_LEADER
+        if chosen_leader is not None:
+            chosen = self._idmap.one(chosen_leader)
+            if chosen is None:
+                return self._invalid_one(order_id, 6)
         t = None
         if identifiers is not None:
             t = self._time(now)
@@ -903,7 +908,8 @@ class Dispatcher:
 
     def _invalid_one(self, order_id, code):
         if self._store is not None and code != 5:
-            # every order that went in is on record, with its reason
+            # every order that went in is on record, with its reason; not a
+            # released id (5): its record stays "released"
             self._commit(orders=_OneOrder(order_id, None, -1, math.inf, Outcome.INVALID, code,
                                           None, None, _NO_LEADER, 0, None))
         return Assignment(order_id, self._missing_id, math.inf, Outcome.INVALID,
@@ -968,8 +974,11 @@ class Dispatcher:
         Order ids: a repeat of an id within the batch is INVALID; an id that
         is already assigned (a re-run) gives its recorded row with ``repeat``
         set and takes no slot; a released id is INVALID; an id that came out
-        unassigned earlier is dispatched again.  With a store the whole call
-        is one transaction.
+        unassigned earlier is dispatched again.  The id decides before what
+        the row holds: the coordinates and the chosen leader of a row are
+        checked only when its id may be dispatched.  With a store the whole
+        call is one transaction, and a row whose id may not be dispatched is
+        not written (the record of its id stays as it was).
         """
         workers = _check_workers(workers)
         if mode not in ("greedy", "optimal"):
@@ -991,9 +1000,17 @@ class Dispatcher:
                     identifiers = {k: df[k].to_numpy() for k in kinds}
         lat_a, lon_a, bad_code = _batch_coords(lat, lon, self.crs)
         n = len(lat_a)
+        # The order id decides first, as in `assign`: a missing id (7), the second
+        # row of an id in this batch (4), a live id (a repeat: its recorded
+        # answer) and a released id (5) are answered by the id alone.  Only the
+        # other rows, `fresh`, are checked for what they hold (coordinates here,
+        # the chosen leader below), and only they are written to a store: any
+        # other row would overwrite the record of its id (a live or released
+        # order, or the first row of the id in this batch) with an order that
+        # was never dispatched.
         invalid = bad_code
         repeat = np.zeros(n, dtype=bool)
-        status = None
+        fresh = None              # None: every row (automatic ids)
         if order_ids is None:
             oids = np.arange(self._next_order, self._next_order + n, dtype=np.int64)
             self._next_order += n
@@ -1006,17 +1023,15 @@ class Dispatcher:
                                  f"got shape {oids.shape}")
             if self._store is not None and oids.dtype.kind not in "iuU":
                 _check_stored_ids(oids.tolist(), "order_ids")
-            dup = _duplicate_codes(oids)
+            id_code = _duplicate_codes(oids)
             log = self._log
             if log.chunks or log.tail:
                 status = log.status_many(oids.tolist())
-                repeat = (dup == 0) & (status == LIVE)
-            invalid = np.where(invalid == 0, dup, invalid)
-            if status is not None:
-                invalid = np.where((invalid == 0) & (status == RELEASED), 5, invalid)
-                # a re-run gives back the recorded answer, whatever the row holds now
-                invalid[repeat] = 0
-            self._skip_auto_ids(oids[(invalid == 0) & ~repeat])
+                repeat = (id_code == 0) & (status == LIVE)
+                id_code[(id_code == 0) & (status == RELEASED)] = 5
+            fresh = (id_code == 0) & ~repeat
+            invalid = np.where(fresh, bad_code, id_code)
+            self._skip_auto_ids(oids[fresh & (bad_code == 0)])
         chosen = None             # no row has a chosen leader
         if chosen_leaders is not None:
             ch = np.asarray(chosen_leaders, dtype=object if _has_none(chosen_leaders) else None)
@@ -1024,6 +1039,7 @@ class Dispatcher:
                 raise ValueError(f"chosen_leaders must have one entry per order ({n}), "
                                  f"got shape {ch.shape}")
             chosen, wrong = self._chosen_many(ch)
+            # after the coordinates: only a fresh row with good ones (invalid == 0, no repeat)
             invalid = np.where((invalid == 0) & wrong & ~repeat, 6, invalid)
         skip = (invalid != 0) | repeat
         t = None
@@ -1108,11 +1124,9 @@ class Dispatcher:
         if self._keep_orders:
             self._log_batch(res, ok, lat_a, lon_a, chosen, cust_list is not None)
         if self._store is not None:
-            # every order that went in with a usable id (not a repeat): assigned
-            # or with its reason
-            keep = ~repeat
-            if order_ids is not None:
-                keep &= (invalid != 4) & (invalid != 7) & (invalid != 5)
+            # every order that went in with an id that could be dispatched: assigned,
+            # or with its reason (see `fresh` above)
+            keep = np.ones(n, dtype=bool) if fresh is None else fresh
             self._commit(orders=_BatchOrders(res, keep, ok, lat_a, lon_a, chosen,
                                              self._log.next_seq),
                          leaders=np.unique(leader[ok]).tolist(),
