@@ -53,6 +53,26 @@ def test_optimal_mode_equals_the_library_plan(dump, capsys):
     assert int((exp.leader_index >= 0).sum()) >= int((g.leader_index >= 0).sum())
 
 
+def test_workers_give_the_same_file(dump, capsys):
+    """--workers: the same result file for 1 and 2 threads (the island path forced
+    on, since the event is small), and a clear error for a bad count."""
+    from lbsdispatch import _kdtree
+    _, tmp = dump
+    old = _kdtree._set_island_params(min_leaders=0, min_rows=0, link_m=300.0,
+                                     min_rows_per_worker=1)
+    try:
+        assert _run(tmp, "--workers", "1") == 0
+        one = (tmp / "r.csv").read_bytes()
+        assert _run(tmp, "--workers", "2") == 0
+        assert (tmp / "r.csv").read_bytes() == one
+    finally:
+        _kdtree._set_island_params(**old)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        _run(tmp, "--workers", "0")
+    assert "--workers" in capsys.readouterr().err
+
+
 def test_compare_needs_optimal_mode(dump, capsys):
     _, tmp = dump
     assert _run(tmp, "--compare") == 2

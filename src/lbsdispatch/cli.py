@@ -77,6 +77,16 @@ def _metres(text):
     return v
 
 
+def _workers(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if v == 0 or v < -1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, or -1 for every core, got {text!r}")
+    return v
+
+
 def _assign_parser(sub):
     a = sub.add_parser(
         "assign", help="dispatch a file of orders to a file of leaders",
@@ -149,6 +159,9 @@ def _assign_parser(sub):
     r.add_argument("--objective", choices=("total", "bottleneck"), default="total",
                    help="optimal mode: least total distance (default), or least worst "
                         "distance first")
+    r.add_argument("--workers", type=_workers, default=1, metavar="N",
+                   help="greedy mode: threads for large events (-1: every core; default 1); "
+                        "the answers are the same for every N")
     r.add_argument("--compare", action="store_true",
                    help="with --mode optimal: also run greedy on the same orders (in memory) "
                         "and print both side by side")
@@ -349,7 +362,7 @@ def assign(args, out=None):
                          customer_ids=ch.customer[rows] if with_customer else None,
                          chosen_leaders=ch.chosen[rows] if with_chosen else None)
             res = disp.assign_batch(ch.lat[rows], ch.lon[rows], mode=args.mode,
-                                    objective=args.objective, **batch)
+                                    objective=args.objective, workers=args.workers, **batch)
             if twin is not None:
                 g = twin.assign_batch(ch.lat[rows], ch.lon[rows], **batch)
                 side["greedy"].append(g.distance_m[g.leader_index >= 0])
