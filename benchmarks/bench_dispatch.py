@@ -12,8 +12,8 @@ Groups (one event each):
   own uncapacitated k=1 batch query of the same orders (the floor).
 * ``dispatch city 0.7x`` -- the same with total capacity 0.7 x orders, where
   most leaders fill up and many orders end ALL_FULL.
-* ``dispatch nation`` -- ours ``assign_batch`` against cKDTree's uncapacitated
-  k=1 batch with ``workers=1``.
+* ``dispatch nation`` -- ours ``assign_batch`` (one thread, and ``workers=2``)
+  against cKDTree's uncapacitated k=1 batch with ``workers=1``.
 * ``online assign`` -- one ``Dispatcher.assign`` call against one cKDTree
   ``query`` of one point (which does far less).
 """
@@ -28,9 +28,9 @@ from lbsdispatch import LeaderIndex
 NATION = pytest.mark.nation
 
 
-def _ours(benchmark, ev):
+def _ours(benchmark, ev, workers=1):
     make = ours_assign_batch(ev)
-    benchmark.pedantic(lambda d: d.assign_batch(ev.order_lat, ev.order_lon),
+    benchmark.pedantic(lambda d: d.assign_batch(ev.order_lat, ev.order_lon, workers=workers),
                        setup=lambda: ((make(),), {}), rounds=7, warmup_rounds=1)
 
 
@@ -57,9 +57,10 @@ def test_city_own_k1_floor(benchmark):
 
 
 @NATION
-def test_nation_ours(benchmark):
+@pytest.mark.parametrize("workers", [1, 2], ids=["workers1", "workers2"])
+def test_nation_ours(benchmark, workers):
     benchmark.group = "dispatch nation"
-    _ours(benchmark, event("nation"))
+    _ours(benchmark, event("nation"), workers)
 
 
 @NATION

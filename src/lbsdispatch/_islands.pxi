@@ -46,7 +46,7 @@ cdef intp ISLAND_MIN_ROWS = 4096
 cdef double ISLAND_LINK_M = 40000.0
 # Rows per block (bounds the scratch: ~110 bytes a row); the first block is
 # smaller, and each next one twice the last, up to ISLAND_BLOCK.
-cdef intp ISLAND_BLOCK = 131072
+cdef intp ISLAND_BLOCK = 65536
 cdef intp ISLAND_FIRST_BLOCK = 4096
 # A block that needed this many passes gives up and is served in arrival order.
 cdef int ISLAND_MAX_PASSES = 6
