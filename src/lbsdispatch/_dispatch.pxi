@@ -848,8 +848,8 @@ cdef class _DispatchCore:
         R.lat = &lat[0]
         R.lon = &lon[0]
         R.override = override
-        R.inv = &self.inv[0]
-        R.perm = &self.tree.perm_v[0]
+        R.inv = &self.inv[0] if self.tree.n_leaders else NULL     # never read then
+        R.perm = &self.tree.perm_v[0] if self.tree.n_leaders else NULL
         R.out.leader = &leader[0]
         R.out.dist = &dist[0]
         R.out.outcome = &outcome[0]

@@ -1,41 +1,52 @@
-# Included by _kdtree.pyx after _dispatch.pxi: batches served island by island.
+# Included by _dispatch.pxi: large batches served island by island.
 #
 # Why
 # ---
 # A batch must equal one ``assign`` after another in arrival order.  On a
 # nation-sized event the orders of one night arrive from every city at once,
 # so each search lands in another part of a tree that does not fit in the
-# cache.  Serving the orders city by city keeps one city's leaders in cache
-# (nation event: 356 -> 218 ns/order in the core), but it may only change the
-# order of orders that cannot affect one another.
+# cache.  Served city by city, one city's leaders stay in cache (nation
+# event, orders pre-sorted by island: 360 -> 244 ms in the core), and cities
+# can be served on different threads; but only orders that cannot affect one
+# another may change places.
 #
 # Islands
 # -------
-# The tree's leaves are linked when their bounding boxes come within ``link``
-# (a chord) of each other; an island is a connected group of leaves.  Two
-# leaders of different islands are therefore more than ``link`` apart.
+# Space is cut into cubes of side ``link`` (a chord); cubes holding leaders
+# that touch are joined, and an island is a connected set of cubes.  Two
+# leaders of different islands are more than ``link`` apart.  A group is a
+# union of islands (union-find); groups only grow during a batch.
 #
 # Exactness
 # ---------
-# The answer for one order is a function of the state (loads) of the leaders
-# inside the ball it "read": the pick's distance (the nearest leader with room
-# and every full leader nearer than it; with a tie tolerance, everything
-# within the tolerance of the best), or the whole in-range ball when nothing
-# had room; plus its chosen and bound leaders, and the binding the previous
-# order of the same customer left.  Orders are put in groups (unions of
-# islands); each group is served in arrival order, groups one after another.
-# If every order's read set lies inside its own group, each group saw exactly
-# the states the arrival-order run would have shown it (by induction over the
-# arrival order: the leaders of a group are written only by its own orders),
-# so the answers are equal.  An order whose read set leaves its group is a
-# conflict: its group is merged with every island it touched, the merged
-# group's writes are undone, and its orders are served again.  Groups that
-# never conflicted keep their answers.  In the worst case everything merges
-# into one group, which is the arrival-order run.
+# The answer for one order is a function of the loads of the leaders inside
+# the ball it read: the pick's distance (every full leader nearer than the
+# pick; with a tie tolerance everything within it of the best), or every
+# leader in range when nothing had room; plus its chosen and bound leaders,
+# and the binding left by the previous order of the same customer.  Orders
+# are sorted by group, arrival order kept inside a group, and each is first
+# decided; it takes its slot only if everything it read is of its group.  By
+# induction over arrival order, a group's leaders are then written only by
+# its own orders, in arrival order, so every order that fits saw the loads
+# arrival order would have shown it.  An order that does not fit is a
+# conflict: it takes nothing, the islands it read are joined into one group,
+# and after the pass that group is served again from its first conflicting
+# order on (the orders before it stand: they read only their own groups,
+# which no conflict wrote).  A read without bound (nothing in range had
+# room, no radius) joins everything: arrival order.
 #
-# The test of a read ball around order q with pick p (both unit vectors): a
-# leader x inside the ball of squared radius r2 around q is within
-# 2 sqrt(r2) of p, so if 4 r2 < link^2 it is on p's island.
+# The test of a read ball around order q with pick p (unit vectors): a leader
+# x within the ball of squared radius r2 around q is within 2 sqrt(r2) of p,
+# so if 4 r2 < link^2, x is on p's island; else a walk lists the islands.
+#
+# Threads
+# -------
+# With several workers each serves whole groups.  A worker writes only its
+# groups' leaders (an order in conflict writes nothing); the per-node counts
+# near the root, shared by all groups, change by atomic adds.  A search may
+# read another group's leader mid-change: whatever it reads there either
+# leaves its pick alone or puts that leader inside its ball, which fails the
+# check.
 
 # Trees smaller than this are served in arrival order (they sit in the cache:
 # city event, 800 leaders, island order bought nothing).
