@@ -404,7 +404,7 @@ def test_mixed_ids_through_every_call_agree_with_memory_and_reopen(tmp_path):
         res = x.assign_batch([31.0] * 4, [121.0] * 4, order_ids=[1, "1", "a", 2])
         assert res.repeat.tolist() == [True, False, False, False]
         assert _typed(res.order_id.tolist()) == _typed([1, "1", "a", 2])
-        assert x.release("1") == 10
+        assert x.release("1") == 11          # leader 10 (capacity 3) is full
         x.reassign_orders_of(10)
         x.reassign_orders_of(11)
     assert _typed(_stored_orders(path)) == _typed([0, "0", 1, "1", "a", 2])
