@@ -10,7 +10,7 @@ import numpy as np
 
 from ._kdtree import (_as_coords, _check_workers, _coerce_ids, _DispatchCore, _ranks,
                       check_coordinates)
-from ._orderlog import LIVE, RELEASED, OrderLog
+from ._orderlog import LIVE, RELEASED, OrderLog, order_id_array
 from .identity import Bindings, IdentityGraph, _seconds
 from .crs import _resolve as _resolve_crs
 from .crs import point_to_wgs84 as _point_to_wgs84
@@ -802,7 +802,9 @@ class Dispatcher:
         lat, lon : float
             Delivery address, WGS-84 degrees.
         order_id : int or str, optional
-            Defaults to the next integer of this dispatcher.
+            Kept as given (a numpy scalar as its Python value): ``1`` and
+            ``"1"`` are two orders.  Defaults to the next integer of this
+            dispatcher.
         customer_id : int or str, optional
             The buyer: looked up in the bindings (STICKY), and bound after
             the assignment per the binding mode.
@@ -835,6 +837,8 @@ class Dispatcher:
         """
         if identifiers is not None and customer_id is not None:
             raise ValueError("give customer_id or identifiers for an order, not both")
+        if order_id is not None and type(order_id) is not int and type(order_id) is not str:
+            order_id = _py(order_id)       # a numpy scalar is its Python value
         if self._store is not None:
             _check_stored_ids((order_id, _py(customer_id)), ("order_id", "customer_id"))
         log = self._log
@@ -971,7 +975,9 @@ class Dispatcher:
 
         Notes
         -----
-        Order ids: a repeat of an id within the batch is INVALID; an id that
+        Order ids keep their type, as in :meth:`assign` (``1`` and ``"1"``
+        are two orders; a batch that mixes types gives an object array).  A
+        repeat of an id within the batch is INVALID; an id that
         is already assigned (a re-run) gives its recorded row with ``repeat``
         set and takes no slot; a released id is INVALID; an id that came out
         unassigned earlier is dispatched again.  The id decides before what
@@ -1016,8 +1022,8 @@ class Dispatcher:
             self._next_order += n
         else:
             # a copy: the result and the order log keep it, the caller may write
-            # into theirs (one conversion from a list)
-            oids = np.array(order_ids)
+            # into theirs; each id keeps its type (an object array if they differ)
+            oids = order_id_array(order_ids)
             if oids.shape != (n,):
                 raise ValueError(f"order_ids must have one id per order ({n}), "
                                  f"got shape {oids.shape}")
@@ -1442,7 +1448,7 @@ class Dispatcher:
             n = len(rows)
             lat_a = np.array(lats, dtype=np.float64)
             lon_a = np.array(lons, dtype=np.float64)
-            oid_a = np.array(oids) if n else np.zeros(0, dtype=np.int64)
+            oid_a = order_id_array(oids) if n else np.zeros(0, dtype=np.int64)
             cust_a = np.empty(n, dtype=object)
             cust_a[:] = custs
             bound = (self._bound_positions(custs, self._time(None))
