@@ -986,7 +986,8 @@ def test_reassign_with_mixed_ids_keeps_them_and_survives_a_save(how):
     assert back.to_dict() == d.to_dict()
 
 
-@pytest.mark.parametrize("problem", ROW_PROBLEMS, ids=lambda p: "+".join(p) or "fine")
+@pytest.mark.parametrize("problem", ROW_PROBLEMS,
+                         ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()) or "fine")
 def test_explicit_int_ids_move_the_automatic_ids_alike_in_assign_and_batch(problem):
     """An int id that goes in (it may be dispatched) moves the automatic ids past it,
     whatever the row holds: it is on record, and an automatic order must not

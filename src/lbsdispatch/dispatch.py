@@ -804,7 +804,7 @@ class Dispatcher:
         order_id : int or str, optional
             Kept as given (a numpy scalar as its Python value): ``1`` and
             ``"1"`` are two orders.  Defaults to the next integer of this
-            dispatcher.
+            dispatcher, which stays above every explicit int id that went in.
         customer_id : int or str, optional
             The buyer: looked up in the bindings (STICKY), and bound after
             the assignment per the binding mode.
@@ -1037,7 +1037,9 @@ class Dispatcher:
                 id_code[(id_code == 0) & (status == RELEASED)] = 5
             fresh = (id_code == 0) & ~repeat
             invalid = np.where(fresh, bad_code, id_code)
-            self._skip_auto_ids(oids[fresh & (bad_code == 0)])
+            # every id that goes in, whatever its row holds (as in `assign`): it is
+            # on record, and an automatic order must not take it
+            self._skip_auto_ids(oids[fresh])
         chosen = None             # no row has a chosen leader
         if chosen_leaders is not None:
             ch = np.asarray(chosen_leaders, dtype=object if _has_none(chosen_leaders) else None)
@@ -1299,7 +1301,8 @@ class Dispatcher:
             cust_col[i] = _py(rec["customer"])
 
     def _skip_auto_ids(self, oids):
-        """Keep automatic order ids above every explicit integer id dispatched."""
+        """Keep automatic order ids above every explicit integer id that went in
+        (whether its row was dispatched or not: it is on record)."""
         if len(oids) and oids.dtype.kind in "iu":
             self._next_order = max(self._next_order, int(oids.max()) + 1)
         elif len(oids) and oids.dtype == object:
