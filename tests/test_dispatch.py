@@ -881,6 +881,7 @@ def test_auto_order_ids_never_repeat_a_dispatched_id():
     assert len(set(live)) == len(live) == int(d.loads().sum()), live
 
 
+
 # what a row may hold besides its id: nothing wrong, or each thing that makes it INVALID
 ROW_PROBLEMS = [{}, dict(lat=math.nan), dict(lat=95.0), dict(lon=190.0), dict(chosen="2"),
                 dict(lat=math.nan, chosen="2")]
@@ -931,6 +932,78 @@ def test_assign_order_id_decides_before_the_row_as_the_reference_and_the_batch()
             assert b.assign_batch([la], [lo], order_ids=[oid], chosen_leaders=[ch])[0] == got
     assert d.loads().tolist() == b.loads().tolist() == ref.loads()
     assert d.to_dict() == b.to_dict()
+
+
+# -- order ids of mixed types -------------------------------------------------------------
+# An order id is the Python value given (numpy scalars count as their Python value):
+# 1 and "1" are two ids, as in a dict and in the store's key column.  A batch that
+# mixes types must not hand them to np.array, which makes 1 the string "1".
+def _typed(values):
+    return [(type(v).__name__, v) for v in values]
+
+
+def test_a_mixed_batch_keeps_each_ids_type_as_the_reference():
+    d = Dispatcher([1, 2], [0.0, 0.0], [0.0, 0.001], capacity=[20, 20])
+    ref = ReferenceDispatcher([1, 2], [0.0, 0.0], [0.0, 0.001], capacity=[20, 20])
+    d.assign(0.0, 0.0, order_id=1)
+    ref.assign(0.0, 0.0, 1)
+    # the live int 1 is a repeat; "1" is a new id; "a" and 2 are new; "a" twice a duplicate
+    oids = [1, "a", "1", 2, "a", "2"]
+    lat, lon = [0.0] * len(oids), [0.0] * len(oids)
+    res = d.assign_batch(lat, lon, order_ids=oids)
+    check_batch(res, ref.assign_batch(lat, lon, oids), d)
+    assert _typed(res.order_id.tolist()) == _typed(oids)
+    assert _typed(res[i].order_id for i in range(len(res))) == _typed(oids)
+    assert res.repeat.tolist() == [True, False, False, False, False, False]
+    assert d.loads().sum() == 5
+    assert _typed(d.orders_of(1)) == _typed([1, "a", "1", 2, "2"])
+    assert d.release("1") == 1 and d.release(1) == 1
+    assert _typed(d.orders_of(1)) == _typed(["a", 2, "2"])
+
+
+@pytest.mark.parametrize("how", ["dict", "json", "pickle"])
+def test_reassign_with_mixed_ids_keeps_them_and_survives_a_save(how):
+    """An automatic (int) id and explicit str ids on one leader: reassignment moves
+    each under its own id, and a saved copy knows them apart."""
+    d = Dispatcher([1, 2, 3], [0.0, 0.0, 0.0], [0.0, 0.001, 0.002], capacity=[5, 2, 5])
+    ref = ReferenceDispatcher([1, 2, 3], [0.0, 0.0, 0.0], [0.0, 0.001, 0.002],
+                              capacity=[5, 2, 5])
+    first = [d.assign(0.0, 0.0).order_id, d.assign(0.0, 0.0, order_id="x").order_id]
+    d.assign_batch([0.0, 0.0], [0.0, 0.0], order_ids=["0", 7])
+    oids = first + ["0", 7]
+    assert _typed(oids) == _typed([0, "x", "0", 7])
+    ref.assign_batch([0.0] * 4, [0.0] * 4, oids)
+    res = d.reassign_orders_of(1)
+    check_batch(res, ref.reassign_orders_of(1), d)
+    assert _typed(res.order_id.tolist()) == _typed(oids)
+    assert _typed(d.orders_of(2) + d.orders_of(3)) == _typed(oids)
+    back = _roundtrip(d, how)
+    assert back.to_dict() == d.to_dict()
+    for x in (d, back):
+        assert x.release(0) == 2 and x.release("0") == 3
+        assert x.assign(0.0, 0.0, order_id=7).repeat
+        assert x.assign(0.0, 0.0, order_id="7").outcome == Outcome.NEAREST
+    assert back.to_dict() == d.to_dict()
+
+
+@pytest.mark.parametrize("problem", ROW_PROBLEMS,
+                         ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()) or "fine")
+def test_explicit_int_ids_move_the_automatic_ids_alike_in_assign_and_batch(problem):
+    """An int id that goes in (it may be dispatched) moves the automatic ids past it,
+    whatever the row holds: it is on record, and an automatic order must not
+    take its id.  assign and assign_batch agree, numpy scalars included."""
+    la, lo, ch = problem.get("lat", 0.0), problem.get("lon", 0.0), problem.get("chosen")
+    one = Dispatcher([1, 2], [0.0, 0.0], [0.0, 0.001])
+    batch = Dispatcher([1, 2], [0.0, 0.0], [0.0, 0.001])
+    a = one.assign(la, lo, order_id=5, chosen_leader=ch)
+    b = batch.assign_batch([la], [lo], order_ids=[5], chosen_leaders=[ch])[0]
+    assert a == b
+    a = one.assign(la, lo, order_id=np.int64(8), chosen_leader=ch)
+    b = batch.assign_batch([la], [lo], order_ids=np.array([8]), chosen_leaders=[ch])[0]
+    assert a == b and type(a.order_id) is type(b.order_id) is int
+    assert one.assign(0.0, 0.0).order_id == batch.assign(0.0, 0.0).order_id == 9
+    assert one.to_dict() == batch.to_dict()
+
 
 
 def test_binding_to_a_leader_added_later():

@@ -365,6 +365,79 @@ def test_assign_of_a_live_or_released_id_never_overwrites_its_record(bad, tmp_pa
     _agree(tmp_path / "b.sqlite", batch, twin)
 
 
+
+# -- order ids of mixed types -------------------------------------------------------------
+# An order id is the Python value given: 0 and "0" are two ids in memory, in the
+# log, in the store and after a reopen (bug: np.array([0, "x"]) made 0 the string
+# "0", so a reassignment stored a new row "0" and left the row of 0 live: the
+# store no longer opened).
+def _typed(values):
+    return sorted((type(v).__name__, v) for v in values)
+
+
+def test_reassign_of_an_automatic_id_and_a_str_id_reopens(tmp_path):
+    path = tmp_path / "e.sqlite"
+    d = make(store=path)
+    a = d.assign(31.0, 121.0)
+    b = d.assign(31.0, 121.0, order_id="x")
+    assert a.order_id == 0 and a.leader_id == b.leader_id == 10
+    res = d.reassign_orders_of(10)
+    assert _typed(res.order_id.tolist()) == _typed([0, "x"])
+    assert (res.leader_index >= 0).all()
+    rows = _stored_orders(path)
+    assert _typed(rows) == _typed([0, "x"])
+    assert all(r[-1] == 1 and r[2] == 1 for r in rows.values())    # live, with leader 11
+    opened = Dispatcher.open(path, clock=lambda: 0.0)
+    assert opened.to_dict() == d.to_dict()
+    assert _typed(opened.orders_of(11)) == _typed([0, "x"])
+    opened.close()
+
+
+def test_mixed_ids_through_every_call_agree_with_memory_and_reopen(tmp_path):
+    path = tmp_path / "e.sqlite"
+    d, twin = make(store=path), make()
+    for x in (d, twin):
+        x.assign(31.0, 121.0)                                   # automatic 0
+        x.assign(31.0, 121.0, order_id="0")
+        x.assign(31.0, 121.0, order_id=1)
+        # the live int 1 is a repeat, "1" a new id
+        res = x.assign_batch([31.0] * 4, [121.0] * 4, order_ids=[1, "1", "a", 2])
+        assert res.repeat.tolist() == [True, False, False, False]
+        assert _typed(res.order_id.tolist()) == _typed([1, "1", "a", 2])
+        assert x.release("1") == 11          # leader 10 (capacity 3) is full
+        x.reassign_orders_of(10)
+        x.reassign_orders_of(11)
+    assert _typed(_stored_orders(path)) == _typed([0, "0", 1, "1", "a", 2])
+    live = [o for k in (10, 11, 12, 13, 14, 15) for o in d.orders_of(k)]
+    assert _typed(live) == _typed([0, "0", 1, "a", 2])
+    assert d.loads().sum() == 5
+    _agree(path, d, twin)
+    opened = Dispatcher.open(path, clock=lambda: 0.0)
+    for x in (opened, twin):
+        assert x.assign(31.0, 121.0, order_id="1").outcome == Outcome.INVALID   # released
+        assert x.assign(31.0, 121.0, order_id="2").repeat is False
+        assert x.assign(31.0, 121.0, order_id=2).repeat is True
+    assert opened.to_dict() == twin.to_dict()
+    opened.close()
+
+
+def test_an_automatic_id_never_takes_the_record_of_an_explicit_one(tmp_path):
+    """An int id that went in is on record even when its row was INVALID: the
+    automatic ids go past it on both paths, so that no automatic order overwrites
+    its record (and a corrected re-send of it is dispatched, not a repeat)."""
+    path = tmp_path / "e.sqlite"
+    d = make(store=path)
+    assert d.assign(math.nan, 121.0, order_id=0).outcome == Outcome.INVALID
+    assert d.assign_batch([math.nan], [121.0], order_ids=[1])[0].outcome == Outcome.INVALID
+    auto = [d.assign(31.0, 121.0).order_id, d.assign_batch([31.0], [121.0]).order_id[0]]
+    assert auto == [2, 3]
+    rows = _stored_orders(path)
+    assert rows[0][4] == rows[1][4] == Outcome.INVALID and rows[0][-1] == rows[1][-1] == 2
+    fixed = d.assign_batch([31.0, 31.0], [121.0] * 2, order_ids=[0, 1])
+    assert fixed.repeat.tolist() == [False, False] and d.loads().sum() == 4
+    assert Dispatcher.open(path).to_dict() == d.to_dict()
+
+
 # -- errors --------------------------------------------------------------------------------
 def test_store_refuses_a_file_that_holds_an_event(tmp_path):
     path = tmp_path / "e.sqlite"

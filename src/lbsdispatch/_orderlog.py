@@ -26,6 +26,62 @@ _ABSENT = {"customer": None, "chosen": -1}
 #: Status of an order id (`OrderLog.status_many`).
 UNKNOWN, LIVE, RELEASED = 0, 1, 2
 
+# The dtype kinds numpy gives a list whose values all have this type.
+_NATURAL_KIND = {int: "iu", bool: "b", float: "f", str: "U"}
+
+
+def order_id_array(ids):
+    """Order ids as a new array that holds each id as it was given.
+
+    The rule for order ids (docs/identity.md, "Order ids"): an id is the
+    Python value it was given as, a numpy scalar counting as its Python value.
+    So 1 and "1" are two ids, as they are as dict keys (the log's lookup) and
+    in the store's key column.  ``np.array`` alone breaks this for a list of
+    mixed types: ``np.array([0, "x"])`` makes 0 the string "0".
+
+    Parameters
+    ----------
+    ids : array_like
+        An ndarray (or pandas column) keeps its dtype; an object array has its
+        numpy scalars unwrapped.  A sequence of values of one type gives the
+        array numpy makes of it (int64, str, ...); values of several types
+        give an object array of the values.
+
+    Returns
+    -------
+    ndarray
+        A copy (the log may keep it).  Not checked for shape: the caller
+        names a wrong one.
+    """
+    a = np.array(ids)
+    if a.ndim != 1 or len(a) == 0:
+        return a
+    if a.dtype == object:
+        vals = a.tolist()
+        if not any(isinstance(v, np.generic) for v in vals):
+            return a
+    else:
+        if isinstance(ids, np.ndarray) or hasattr(ids, "dtype"):
+            return a              # typed already: each id is a value of the dtype
+        vals = ids if isinstance(ids, list) else list(ids)
+        if _one_natural_type(vals, a):
+            return a
+    vals = [v.item() if isinstance(v, np.generic) else v for v in vals]
+    if len(set(map(type, vals))) == 1 and type(vals[0]) in _NATURAL_KIND:
+        b = np.array(vals)
+        if b.dtype == object or _one_natural_type(vals, b):
+            return b
+    out = np.empty(len(vals), dtype=object)
+    for i, v in enumerate(vals):      # not out[:] = vals: that would unpack tuples
+        out[i] = v
+    return out
+
+
+def _one_natural_type(vals, a):
+    """Do the values all have one type, of which ``a``'s dtype is the natural kind?"""
+    types = set(map(type, vals))
+    return len(types) == 1 and a.dtype.kind in _NATURAL_KIND.get(types.pop(), "")
+
 
 class _SeqRange:
     """The ``seq`` column of a chunk whose rows were first assigned one after

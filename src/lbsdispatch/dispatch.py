@@ -10,7 +10,7 @@ import numpy as np
 
 from ._kdtree import (_as_coords, _check_workers, _coerce_ids, _DispatchCore, _ranks,
                       check_coordinates)
-from ._orderlog import LIVE, RELEASED, OrderLog
+from ._orderlog import LIVE, RELEASED, OrderLog, order_id_array
 from .identity import Bindings, IdentityGraph, _seconds
 from .crs import _resolve as _resolve_crs
 from .crs import point_to_wgs84 as _point_to_wgs84
@@ -802,7 +802,9 @@ class Dispatcher:
         lat, lon : float
             Delivery address, WGS-84 degrees.
         order_id : int or str, optional
-            Defaults to the next integer of this dispatcher.
+            Kept as given (a numpy scalar as its Python value): ``1`` and
+            ``"1"`` are two orders.  Defaults to the next integer of this
+            dispatcher, which stays above every explicit int id that went in.
         customer_id : int or str, optional
             The buyer: looked up in the bindings (STICKY), and bound after
             the assignment per the binding mode.
@@ -835,6 +837,8 @@ class Dispatcher:
         """
         if identifiers is not None and customer_id is not None:
             raise ValueError("give customer_id or identifiers for an order, not both")
+        if order_id is not None and type(order_id) is not int and type(order_id) is not str:
+            order_id = _py(order_id)       # a numpy scalar is its Python value
         if self._store is not None:
             _check_stored_ids((order_id, _py(customer_id)), ("order_id", "customer_id"))
         log = self._log
@@ -971,7 +975,9 @@ class Dispatcher:
 
         Notes
         -----
-        Order ids: a repeat of an id within the batch is INVALID; an id that
+        Order ids keep their type, as in :meth:`assign` (``1`` and ``"1"``
+        are two orders; a batch that mixes types gives an object array).  A
+        repeat of an id within the batch is INVALID; an id that
         is already assigned (a re-run) gives its recorded row with ``repeat``
         set and takes no slot; a released id is INVALID; an id that came out
         unassigned earlier is dispatched again.  The id decides before what
@@ -1016,8 +1022,8 @@ class Dispatcher:
             self._next_order += n
         else:
             # a copy: the result and the order log keep it, the caller may write
-            # into theirs (one conversion from a list)
-            oids = np.array(order_ids)
+            # into theirs; each id keeps its type (an object array if they differ)
+            oids = order_id_array(order_ids)
             if oids.shape != (n,):
                 raise ValueError(f"order_ids must have one id per order ({n}), "
                                  f"got shape {oids.shape}")
@@ -1031,7 +1037,9 @@ class Dispatcher:
                 id_code[(id_code == 0) & (status == RELEASED)] = 5
             fresh = (id_code == 0) & ~repeat
             invalid = np.where(fresh, bad_code, id_code)
-            self._skip_auto_ids(oids[fresh & (bad_code == 0)])
+            # every id that goes in, whatever its row holds (as in `assign`): it is
+            # on record, and an automatic order must not take it
+            self._skip_auto_ids(oids[fresh])
         chosen = None             # no row has a chosen leader
         if chosen_leaders is not None:
             ch = np.asarray(chosen_leaders, dtype=object if _has_none(chosen_leaders) else None)
@@ -1293,7 +1301,8 @@ class Dispatcher:
             cust_col[i] = _py(rec["customer"])
 
     def _skip_auto_ids(self, oids):
-        """Keep automatic order ids above every explicit integer id dispatched."""
+        """Keep automatic order ids above every explicit integer id that went in
+        (whether its row was dispatched or not: it is on record)."""
         if len(oids) and oids.dtype.kind in "iu":
             self._next_order = max(self._next_order, int(oids.max()) + 1)
         elif len(oids) and oids.dtype == object:
@@ -1442,7 +1451,7 @@ class Dispatcher:
             n = len(rows)
             lat_a = np.array(lats, dtype=np.float64)
             lon_a = np.array(lons, dtype=np.float64)
-            oid_a = np.array(oids) if n else np.zeros(0, dtype=np.int64)
+            oid_a = order_id_array(oids) if n else np.zeros(0, dtype=np.int64)
             cust_a = np.empty(n, dtype=object)
             cust_a[:] = custs
             bound = (self._bound_positions(custs, self._time(None))
