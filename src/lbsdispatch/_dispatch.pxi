@@ -66,6 +66,7 @@ cdef struct State:
     int keys[3]
     int nkeys
     bint strict            # capacity enforced
+    bint atomic            # several workers write at once (see counts_add)
 
 
 cdef inline bint within(const State* s, intp p, double d2, const double* q) noexcept nogil:
@@ -140,14 +141,21 @@ cdef extern from *:
 
 
 cdef inline void counts_add(State* s, intp p, int32_t davail, int32_t dfull) noexcept nogil:
-    # atomic: workers serving different islands share the nodes near the root
-    # (a search reading a count mid-change only visits a node in vain, or
-    # prunes one whose leaders it would not pick; the island checks see to it)
+    # Atomic while several workers serve islands (they share the nodes near the
+    # root; a search reading a count mid-change only visits a node in vain, or
+    # prunes one whose leaders it would not pick: the island checks see to it).
     cdef intp node = s.leaf_of[p]
+    cdef int32_t dlive = davail + dfull       # 0 when a leader fills up
     while True:
-        lbs_atomic_add(&s.avail[node], davail)
-        lbs_atomic_add(&s.full[node], dfull)
-        lbs_atomic_add(&s.live[node], davail + dfull)
+        if s.atomic:
+            lbs_atomic_add(&s.avail[node], davail)
+            lbs_atomic_add(&s.full[node], dfull)
+            if dlive != 0:
+                lbs_atomic_add(&s.live[node], dlive)
+        else:
+            s.avail[node] += davail
+            s.full[node] += dfull
+            s.live[node] += dlive
         if node == 0:
             return
         node = (node - 1) >> 1
@@ -704,6 +712,7 @@ cdef class _DispatchCore:
         self.s.live = &livev[0]
         self.s.leaf_of = &leafv[0] if n else NULL
         self.s.strict = strict
+        self.s.atomic = False
         self.s.gm = max_distance_m
         self.s.g2 = m_to_chord2(max_distance_m) if max_distance_m != INFINITY else INFINITY
         self.s.tie_tol = tie_tolerance_m

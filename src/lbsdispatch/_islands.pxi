@@ -680,8 +680,10 @@ cdef void serve_block_by_island(State* s, Islands* I, Rows* R, Scratch* w, intp 
         if nw == 1:
             serve_groups(s, I, R, w, s0, 0, n_redo, &w.joins[0])
         else:
+            s.atomic = True
             for wk in prange(nw, num_threads=nw, schedule="static", chunksize=1):
                 serve_groups(s, I, R, w, s0, w.cut[wk], w.cut[wk + 1], &w.joins[wk])
+            s.atomic = False
         n_bad = 0
         for wk in range(nw):
             n_bad += w.joins[wk].n_bad
