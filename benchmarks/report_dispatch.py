@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _dispatch_peers import ckdtree_greedy, event, ours_assign_batch, unit_vectors  # noqa: E402
-from memory import _reset_hwm, _status_kib  # noqa: E402
+from memory import _malloc_trim, _reset_hwm, _status_kib  # noqa: E402
 
 from lbsdispatch import LeaderIndex  # noqa: E402
 
@@ -119,9 +119,11 @@ def nation(repeat):
                      "ours2": (*assign_run(ev, workers=2), repeat),
                      "peer": (lambda: tree.query(ox, workers=1), None, repeat)}, repeat)
     ours, ours2, peer = t["ours"], t["ours2"], t["peer"]
-    # peak memory of one assign_batch over a fresh dispatcher
+    # peak memory of one assign_batch over a fresh dispatcher (free heap pages
+    # given back first, so that the batch cannot reuse them unseen)
     d = ours_assign_batch(ev)()
     gc.collect()
+    _malloc_trim()
     peak = None
     if _reset_hwm():
         base = _status_kib()["VmRSS"]
