@@ -901,7 +901,7 @@ cdef class _DispatchCore:
         cdef intp n_isl
         cdef int32_t[::1] pv
         if self._node_island is None or self._island_link != ISLAND_LINK_M:
-            arr = np.empty(self._start_len(), dtype=np.int32)
+            arr = np.empty(self.tree._start.shape[0], dtype=np.int32)
             pts = np.empty(max(self.tree.n_leaders, 1), dtype=np.int32)
             v = arr
             pv = pts
@@ -946,9 +946,6 @@ cdef class _DispatchCore:
         for x in range(k):
             I.parent[x] = <int32_t>x
         return True
-
-    def _start_len(self):
-        return self.tree._start.shape[0]
 
     def release(self, intp i):
         """Free one slot of leader i (original index)."""
