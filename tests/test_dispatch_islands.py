@@ -221,3 +221,31 @@ def test_bad_workers_is_a_clear_error(bad):
     d = Dispatcher(["a"], [30.0], [120.0])
     with pytest.raises(ValueError, match="workers"):
         d.assign_batch([30.0], [120.0], workers=bad)
+
+
+@pytest.mark.parametrize("ratio, rules, customers", [
+    (0.6, Rules(), False),                                  # ALL_FULL late: gives up
+    (1.0, Rules(max_distance_m=3000.0), True),              # OUT_OF_RANGE, bindings
+    (1.15, Rules(tie_tolerance_m=30.0), True),              # ties by load across a tolerance
+    (3.0, Rules(tie_break=("priority", "id")), False),
+])
+def test_threads_on_a_large_event_equal_arrival_order(ratio, rules, customers):
+    """Real thread counts and block sizes (the default thresholds) on a nation-like
+    event, with the rules that widen what an order reads."""
+    ev = synth.nation_event(n_leaders=20_000, n_orders=60_000, n_cities=30, seed=11,
+                            capacity_ratio=ratio)
+    rng = np.random.default_rng(5)
+    kw = {}
+    if customers:                       # a few thousand customers, several orders each
+        kw["customer_ids"] = rng.integers(0, 5_000, ev.n_orders).astype(str).astype(object)
+    args = dict(leader_ids=ev.leader_ids, lat=ev.leader_lat, lon=ev.leader_lon,
+                capacity=ev.capacity, priority=ev.priority, rules=rules, clock=lambda: 0.0)
+    with island_params(**OFF):
+        a = Dispatcher(**args)
+        ref = a.assign_batch(ev.order_lat, ev.order_lon, **kw)
+    for workers in (1, 2):
+        _kdtree._island_stats(reset=True)
+        b = Dispatcher(**args)
+        res = b.assign_batch(ev.order_lat, ev.order_lon, workers=workers, **kw)
+        assert _kdtree._island_stats()["blocks"] > 0
+        assert_same((b, res), (a, ref))
