@@ -602,6 +602,31 @@ cdef void serve_groups(State* s, Islands* I, Rows* R, Scratch* w, intp s0, intp 
             J.n_bad += 1
 
 
+cdef inline void locate(const Tree* t, const Islands* I, const Rows* R, Scratch* w,
+                        intp s0, intp k) noexcept nogil:
+    """Row k's unit vector, and the island it is first served on: that of its
+    cube (far from every leader: of its nearest leader), a guess which the
+    checks make exact."""
+    cdef intp i = s0 + k
+    if not w.redo[k]:
+        return                      # skipped row
+    tree_vector(t, R.lat[i], R.lon[i], w.qv + 3 * k)
+    w.g0[k] = cube_island(I.cubes, w.qv + 3 * k)
+    if w.g0[k] < 0:
+        w.g0[k] = nearest_island(t, I, w.qv + 3 * k)
+
+
+cdef inline void gather(Scratch* w, intp j) noexcept nogil:
+    """What the row served j-th in a pass reads, into place j."""
+    cdef intp k = w.order[j]
+    w.qs[3 * j] = w.qv[3 * k]
+    w.qs[3 * j + 1] = w.qv[3 * k + 1]
+    w.qs[3 * j + 2] = w.qv[3 * k + 2]
+    w.gj[j] = w.grp[k]
+    w.sj[j] = w.src[k]
+    w.bj[j] = w.bfix[k]
+
+
 cdef void serve_block_by_island(State* s, Islands* I, Rows* R, Scratch* w, intp s0,
                                 intp m) noexcept nogil:
     """Serve rows s0 .. s0+m-1 island by island, with exactly the answers of
@@ -634,18 +659,18 @@ cdef void serve_block_by_island(State* s, Islands* I, Rows* R, Scratch* w, intp 
                     w.src[k] = j
             elif j >= 0:
                 w.bfix[k] = R.left[j]
-        if R.skip != NULL and R.skip[i]:
-            w.g0[k] = -1
-            w.redo[k] = 0
-            continue
-        tree_vector(t, R.lat[i], R.lon[i], w.qv + 3 * k)
-        # first served on the island of its cube (far from every leader: of
-        # its nearest leader): a guess, which the checks make exact
-        w.g0[k] = cube_island(I.cubes, w.qv + 3 * k)
-        if w.g0[k] < 0:
-            w.g0[k] = nearest_island(t, I, w.qv + 3 * k)
-        w.redo[k] = 1
-        n_rows += 1
+        w.redo[k] = not (R.skip != NULL and R.skip[i])
+        w.g0[k] = -1
+        n_rows += w.redo[k]
+    # every row's unit vector and first island: independent rows, so on the
+    # workers too
+    nw = w.workers if m >= w.workers * ISLAND_MIN_ROWS_PER_WORKER else 1
+    if nw == 1:
+        for k in range(m):
+            locate(t, I, R, w, s0, k)
+    else:
+        for k in prange(m, num_threads=nw, schedule="static"):
+            locate(t, I, R, w, s0, k)
     n_redo = n_rows
     ISLAND_STATS[0] += 1
     while n_redo > 0:
@@ -657,16 +682,14 @@ cdef void serve_block_by_island(State* s, Islands* I, Rows* R, Scratch* w, intp 
             if w.redo[k]:
                 w.grp[k] = I.root0[w.g0[k]]
         sort_by_group(w.grp, w.redo, m, I.n_isl, w.cnt, w.order)
-        for j in range(n_redo):
-            k = w.order[j]
-            w.qs[3 * j] = w.qv[3 * k]
-            w.qs[3 * j + 1] = w.qv[3 * k + 1]
-            w.qs[3 * j + 2] = w.qv[3 * k + 2]
-            w.gj[j] = w.grp[k]
-            w.sj[j] = w.src[k]
-            w.bj[j] = w.bfix[k]
         # workers: about equal shares of the rows, cut between groups
         nw = w.workers if not I.one_group and n_redo >= nw_min * ISLAND_MIN_ROWS_PER_WORKER else 1
+        if nw == 1:
+            for j in range(n_redo):
+                gather(w, j)
+        else:
+            for j in prange(n_redo, num_threads=nw, schedule="static"):
+                gather(w, j)
         per = (n_redo + nw - 1) // nw
         w.cut[0] = 0
         for wk in range(1, nw + 1):
