@@ -640,7 +640,6 @@ cdef void serve_block_by_island(State* s, Islands* I, Rows* R, Scratch* w, intp 
     cdef intp k, i, j, n_rows = 0, n_redo, n_bad, pos, per, a
     cdef int32_t x
     cdef int passes = 0, wk, nw
-    cdef intp nw_min = w.workers
     for k in range(m):
         i = s0 + k
         w.took[k] = -1
@@ -683,7 +682,7 @@ cdef void serve_block_by_island(State* s, Islands* I, Rows* R, Scratch* w, intp 
                 w.grp[k] = I.root0[w.g0[k]]
         sort_by_group(w.grp, w.redo, m, I.n_isl, w.cnt, w.order)
         # workers: about equal shares of the rows, cut between groups
-        nw = w.workers if not I.one_group and n_redo >= nw_min * ISLAND_MIN_ROWS_PER_WORKER else 1
+        nw = w.workers if not I.one_group and n_redo >= w.workers * ISLAND_MIN_ROWS_PER_WORKER else 1
         if nw == 1:
             for j in range(n_redo):
                 gather(w, j)
