@@ -205,7 +205,7 @@ def test_default_thresholds_use_islands_on_a_large_event():
     args = (ev.leader_ids, ev.leader_lat, ev.leader_lon)
     with island_params(**OFF):
         ref = Dispatcher(*args, capacity=ev.capacity).assign_batch(ev.order_lat, ev.order_lon)
-    for workers in (1, 2, -1):
+    for workers in (1, 2, -1, 10**6):      # a huge count: the machine's cores
         _kdtree._island_stats(reset=True)
         d = Dispatcher(*args, capacity=ev.capacity)
         res = d.assign_batch(ev.order_lat, ev.order_lon, workers=workers)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 import time
 from typing import NamedTuple
 
@@ -965,9 +966,10 @@ class Dispatcher:
             first and then least total.
         workers : int, default 1
             Threads for a large greedy batch on a large event (-1: every
-            core).  The answers are the same for every value: orders are
-            served island by island (groups of leaders far apart from each
-            other), and each thread serves islands of its own.
+            core; more than the machine's cores count as that many).  The
+            answers are the same for every value: orders are served island
+            by island (groups of leaders far apart from each other), and each
+            thread serves islands of its own.
 
         Returns
         -------
@@ -986,7 +988,9 @@ class Dispatcher:
         call is one transaction, and a row whose id may not be dispatched is
         not written (the record of its id stays as it was).
         """
-        workers = _check_workers(workers)
+        # more threads than cores would only take turns on them (and a huge
+        # count would ask the system for as many threads)
+        workers = min(_check_workers(workers), os.cpu_count() or 1)
         if mode not in ("greedy", "optimal"):
             raise ValueError(f"mode must be 'greedy' or 'optimal', got {mode!r}")
         if objective not in ("total", "bottleneck"):
