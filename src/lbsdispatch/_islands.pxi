@@ -138,37 +138,6 @@ cdef inline void uf_union(int32_t* parent, int32_t a, int32_t b) noexcept nogil:
         parent[a] = b
 
 
-cdef int sort_keys(uint64_t* key, intp* idx, intp n, int bits) noexcept nogil:
-    """Sort key[0:n] (values below 2^bits) ascending, carrying idx along (LSD
-    radix, 11 bits a pass).  Returns -1 when memory runs out."""
-    cdef uint64_t* k2 = <uint64_t*>malloc(n * sizeof(uint64_t) + 1)
-    cdef intp* i2 = <intp*>malloc(n * sizeof(intp) + 1)
-    cdef intp counts[2048]
-    cdef intp i, j, c
-    cdef int shift
-    if k2 == NULL or i2 == NULL:
-        free(k2); free(i2)
-        return -1
-    for shift in range(0, bits, 11):
-        for c in range(2048):
-            counts[c] = 0
-        for i in range(n):
-            counts[(key[i] >> shift) & 2047] += 1
-        j = 0
-        for c in range(2048):
-            j += counts[c]
-            counts[c] = j - counts[c]
-        for i in range(n):
-            c = (key[i] >> shift) & 2047
-            k2[counts[c]] = key[i]
-            i2[counts[c]] = idx[i]
-            counts[c] += 1
-        memcpy(key, k2, n * sizeof(uint64_t))
-        memcpy(idx, i2, n * sizeof(intp))
-    free(k2); free(i2)
-    return 0
-
-
 # The island of every cube that holds a leader: open addressing, key 0 empty.
 cdef struct CubeMap:
     uint64_t* key
@@ -233,7 +202,7 @@ cdef intp find_islands(const Tree* t, double link, int32_t* pt_island,
     for p in range(n):
         key[p] = cube_key(t.pts + 3 * p, 1.0 / link)   # coordinates >= 1: room for -1
         idx[p] = p
-    if sort_keys(key, idx, n, 63) != 0:
+    if sort_keys(key, idx, n, 0, 63) != 0:
         free(key); free(idx); free(cell_of); free(cells); free(parent); free(label)
         return -1
     for i in range(n):
@@ -354,15 +323,24 @@ cdef inline int32_t cell_island(const Tree* t, const Islands* I, const double* q
     return I.node_island[node] if I.node_island[node] >= 0 else 0
 
 
-cdef int32_t nearest_island(const Tree* t, const Islands* I, const double* q) noexcept nogil:
-    """The island of q's nearest leader (for an order far from every leader)."""
+cdef inline intp nearest_leader(const Tree* t, const double* q, double* d2) noexcept nogil:
+    """Tree position of q's nearest leader, full or not (-1: no leader); its
+    squared chord into d2."""
     cdef Best1 nb
     nb.d2 = INFINITY
     nb.bound = INFINITY
     nb.rank = 0
     nb.pos = -1
     nn1(t, q, &nb)
-    return I.pt_island[nb.pos] if nb.pos >= 0 else cell_island(t, I, q)
+    d2[0] = nb.d2
+    return nb.pos
+
+
+cdef int32_t nearest_island(const Tree* t, const Islands* I, const double* q) noexcept nogil:
+    """The island of q's nearest leader (for an order far from every leader)."""
+    cdef double d2
+    cdef intp p = nearest_leader(t, q, &d2)
+    return I.pt_island[p] if p >= 0 else cell_island(t, I, q)
 
 
 cdef inline void touch(const Islands* I, int32_t x, int32_t g, int32_t* home, bint* outside,
@@ -436,8 +414,7 @@ cdef bint fits(const State* s, Islands* I, int32_t g, const double* q, intp c, i
     """
     cdef bint outside = False
     cdef intp anchor
-    cdef double a2, rr
-    cdef Best1 nb
+    cdef double a2, rr, d2
     home[0] = -1
     if c >= 0:
         touch(I, I.pt_island[c], g, home, &outside, J)
@@ -451,13 +428,8 @@ cdef bint fits(const State* s, Islands* I, int32_t g, const double* q, intp c, i
             anchor = r.pos          # |x - pick| <= |x - q| + |q - pick| <= 2 sqrt(read2)
             a2 = 4.0 * r.read2
         else:
-            nb.d2 = INFINITY
-            nb.bound = INFINITY
-            nb.rank = 0
-            nb.pos = -1
-            nn1(s.t, q, &nb)        # anchor on the nearest leader, full or not
-            anchor = nb.pos
-            rr = sqrt(r.read2) + sqrt(nb.d2)
+            anchor = nearest_leader(s.t, q, &d2)    # full or not
+            rr = sqrt(r.read2) + sqrt(d2)
             a2 = rr * rr
         if anchor >= 0 and a2 * (1.0 + 1e-9) < I.link2:
             touch(I, I.pt_island[anchor], g, home, &outside, J)

@@ -475,6 +475,37 @@ cdef inline uint64_t spread3(uint64_t v) noexcept nogil:
     return v
 
 
+cdef int sort_keys(uint64_t* key, intp* idx, intp n, int lo_bit, int hi_bit) noexcept nogil:
+    """Sort key[0:n] ascending on bits lo_bit .. hi_bit-1, carrying idx along
+    (LSD radix, 11 bits a pass; stable).  Returns -1 when memory runs out."""
+    cdef uint64_t* k2 = <uint64_t*>malloc(n * sizeof(uint64_t) + 1)
+    cdef intp* i2 = <intp*>malloc(n * sizeof(intp) + 1)
+    cdef intp counts[2048]
+    cdef intp i, j, c
+    cdef int shift
+    if k2 == NULL or i2 == NULL:
+        free(k2); free(i2)
+        return -1
+    for shift in range(lo_bit, hi_bit, 11):
+        for c in range(2048):
+            counts[c] = 0
+        for i in range(n):
+            counts[(key[i] >> shift) & 2047] += 1
+        j = 0
+        for c in range(2048):
+            j += counts[c]
+            counts[c] = j - counts[c]
+        for i in range(n):
+            c = (key[i] >> shift) & 2047
+            k2[counts[c]] = key[i]
+            i2[counts[c]] = idx[i]
+            counts[c] += 1
+        memcpy(key, k2, n * sizeof(uint64_t))
+        memcpy(idx, i2, n * sizeof(intp))
+    free(k2); free(i2)
+    return 0
+
+
 cdef int morton_order(const double* v, intp m, intp* order) noexcept nogil:
     """Fill order[0:m] with the rows of v (m x 3) sorted along a 3-D Morton curve.
 
@@ -486,12 +517,9 @@ cdef int morton_order(const double* v, intp m, intp* order) noexcept nogil:
     cdef double lo[3]
     cdef double hi[3]
     cdef double ext = 0.0, scale
-    cdef intp i, j, c
-    cdef int d, shift
+    cdef intp i
+    cdef int d, rc
     cdef uint64_t* key
-    cdef uint64_t* key2
-    cdef intp* tmp
-    cdef intp counts[2048]
     for d in range(3):
         lo[d] = v[d]
         hi[d] = v[d]
@@ -505,38 +533,19 @@ cdef int morton_order(const double* v, intp m, intp* order) noexcept nogil:
         if hi[d] - lo[d] > ext:
             ext = hi[d] - lo[d]
     scale = 2097151.0 / ext if ext > 0.0 else 0.0
-    key = <uint64_t*>malloc(m * sizeof(uint64_t))
-    key2 = <uint64_t*>malloc(m * sizeof(uint64_t))
-    tmp = <intp*>malloc(m * sizeof(intp))
-    if key == NULL or key2 == NULL or tmp == NULL:
-        free(key); free(key2); free(tmp)
+    key = <uint64_t*>malloc(m * sizeof(uint64_t) + 1)
+    if key == NULL:
         return -1
     for i in range(m):
         key[i] = (spread3(<uint64_t>((v[3 * i] - lo[0]) * scale))
                   | (spread3(<uint64_t>((v[3 * i + 1] - lo[1]) * scale)) << 1)
                   | (spread3(<uint64_t>((v[3 * i + 2] - lo[2]) * scale)) << 2))
         order[i] = i
-    # LSD radix sort on the top 33 bits (11 bits a pass): cells of 2^-10 of
-    # the extent are fine enough for locality.
-    for shift in range(30, 63, 11):
-        for c in range(2048):
-            counts[c] = 0
-        for i in range(m):
-            counts[(key[i] >> shift) & 2047] += 1
-        j = 0
-        for c in range(2048):
-            j += counts[c]
-            counts[c] = j - counts[c]
-        for i in range(m):
-            c = (key[i] >> shift) & 2047
-            key2[counts[c]] = key[i]
-            tmp[counts[c]] = order[i]
-            counts[c] += 1
-        for i in range(m):
-            key[i] = key2[i]
-            order[i] = tmp[i]
-    free(key); free(key2); free(tmp)
-    return 0
+    # the top 33 bits only: cells of 2^-10 of the extent are fine enough for
+    # locality (three passes instead of six)
+    rc = sort_keys(key, order, m, 30, 63)
+    free(key)
+    return rc
 
 
 cdef struct Hits:
