@@ -465,6 +465,10 @@ class Dispatcher:
         dt = np.int64 if self._idmap.kind == "int" else object
         self._ids_or_missing = np.concatenate([self._ids.astype(dt),
                                                np.array([self._missing_id], dtype=dt)])
+        # ids 0 .. n-1 (and -1 for none) are the positions themselves: a batch's
+        # leader ids can then be its position array, not an 8-byte gather a row
+        self._ids_are_positions = (dt is np.int64 and np.dtype(np.intp) == np.int64 and
+                                   bool(np.array_equal(self._ids, np.arange(len(self._ids)))))
         self._radius = radius
         self._priority = priority
         r = self.rules
@@ -1354,7 +1358,11 @@ class Dispatcher:
         return pos, wrong
 
     def _leader_ids_of(self, leader):
-        """Leader ids of leader positions (-1: the missing id), a fresh array."""
+        """Leader ids of leader positions (-1: the missing id): a fresh array, or
+        ``leader`` itself when the ids are the positions (the result makes both
+        read-only)."""
+        if self._ids_are_positions:
+            return leader
         return self._ids_or_missing[leader]
 
     def suggest(self, lat, lon, k=5):
