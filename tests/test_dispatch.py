@@ -1105,6 +1105,37 @@ def test_batch_result_arrays_are_read_only():
     assert opt.customer_id.tolist() == ["a", None] and len(opt.to_frame()) == 2
 
 
+@pytest.mark.parametrize("ids", [[0, 1, 2], [1, 2, 3], [2, 1, 0], ["a", "b", "c"]])
+def test_batch_leader_ids_whatever_the_ids(ids):
+    # ids 0..n-1 in order share the position array; any other ids are gathered
+    d = Dispatcher(ids, [0.001, 0.002, 0.003], [0.0, 0.0, 0.0], capacity=[1, 1, 0])
+    res = d.assign_batch([0.001, 0.001, 0.001, float("nan")], [0.0] * 4)
+    missing = -1 if isinstance(ids[0], int) else None
+    want = [ids[0], ids[1], missing, missing]
+    assert res.leader_id.tolist() == want
+    assert res.leader_index.tolist() == [0, 1, -1, -1]
+    assert not res.leader_id.flags.writeable and not res.leader_index.flags.writeable
+    assert [a.leader_id for a in res] == want
+
+
+def test_batch_same_with_unit_vectors_worked_out_in_line():
+    # the chunked pre-pass of unit vectors (a timing choice) changes no answer
+    from lbsdispatch import _kdtree
+    rng = np.random.default_rng(3)
+    lat, lon = 30 + rng.random(300) * 0.2, 120 + rng.random(300) * 0.2
+    args = (list(range(40)), 30 + rng.random(40) * 0.2, 120 + rng.random(40) * 0.2)
+    kw = dict(capacity=rng.integers(0, 12, 40), rules=Rules(max_distance_m=8000))
+    cust = rng.integers(0, 50, 300).tolist()
+    lat[[5, 70, 200]] = np.nan
+    old = _kdtree._set_pre_vectors(False)
+    try:
+        inline = _rows(Dispatcher(*args, **kw).assign_batch(lat, lon, customer_ids=cust))
+    finally:
+        _kdtree._set_pre_vectors(old)
+    chunked = _rows(Dispatcher(*args, **kw).assign_batch(lat, lon, customer_ids=cust))
+    assert len(chunked) == 300 and chunked == inline
+
+
 def test_batch_keeps_no_view_of_the_callers_arrays():
     d = Dispatcher([1, 2], [0.001, 0.002], [0.0, 0.0], capacity=[5, 5])
     ids = np.array([7, 8, 9])
