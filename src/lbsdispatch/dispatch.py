@@ -994,7 +994,9 @@ class Dispatcher:
         """
         # more threads than cores would only take turns on them (and a huge
         # count would ask the system for as many threads)
-        workers = min(_check_workers(workers), os.cpu_count() or 1)
+        workers = _check_workers(workers)
+        if workers > 1:         # (asking the system costs ~2 us a call)
+            workers = min(workers, os.cpu_count() or 1)
         if mode not in ("greedy", "optimal"):
             raise ValueError(f"mode must be 'greedy' or 'optimal', got {mode!r}")
         if objective not in ("total", "bottleneck"):
@@ -1126,13 +1128,14 @@ class Dispatcher:
             k += 1
         if invalid.any():
             refusal = np.where(invalid != 0, invalid, refusal).astype(np.int8)
-        ok = (leader >= 0) & ~repeat
+        any_repeat = fresh is not None and bool(repeat.any())   # automatic ids never repeat
+        ok = (leader >= 0) & ~repeat if any_repeat else leader >= 0
         cust_col = None           # no customers: the result makes its all-None column
-        if cust_list is not None or repeat.any():
+        if cust_list is not None or any_repeat:
             cust_col = np.empty(n, dtype=object)
             if cust_list is not None:
                 cust_col[:] = cust_list
-        if repeat.any():
+        if any_repeat:
             self._fill_repeats(np.flatnonzero(repeat), oids, leader, dist, outcome, refusal,
                                n_full, cust_col)
         res = BatchResult(oids, self._leader_ids_of(leader), leader, dist, outcome, refusal,
@@ -1184,12 +1187,17 @@ class Dispatcher:
             sub = cust_list[s:e]
             bound = self._bound_positions(sub, t)
             prev = _prev_same(sub, None if cust_int is None else cust_int[s:e])
-        self._core.assign_many(lat[s:e], lon[s:e], None if chosen is None else chosen[s:e],
-                               bound, prev, self.bindings.mode == "override", skip[s:e],
-                               leader[s:e], dist[s:e], outcome[s:e], refusal[s:e], n_full[s:e],
-                               workers)
-        if sub is not None:
+        override = self.bindings.mode == "override"
+        if s == 0 and e == len(lat):        # the whole batch (the usual case): no slices
+            self._core.assign_many(lat, lon, chosen, bound, prev, override, skip, leader, dist,
+                                   outcome, refusal, n_full, workers)
+            seg = leader
+        else:
+            self._core.assign_many(lat[s:e], lon[s:e], None if chosen is None else chosen[s:e],
+                                   bound, prev, override, skip[s:e], leader[s:e], dist[s:e],
+                                   outcome[s:e], refusal[s:e], n_full[s:e], workers)
             seg = leader[s:e]
+        if sub is not None:
             rows = np.flatnonzero(seg >= 0).tolist()
             ids = self._id_list
             cs = [sub[i] for i in rows]
