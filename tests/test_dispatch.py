@@ -461,6 +461,33 @@ def test_tie_tolerance_groups_nearby_leaders():
     assert d.assign(0.0, 0.0).leader_id == 1
 
 
+@pytest.mark.parametrize("n_full", [3, 127, 128, 129, 400])
+def test_tie_tolerance_counts_full_leaders_in_the_tie_walk(n_full):
+    # Full leaders strictly nearer than the tie-break pick are counted by the
+    # walk that picks it; past its buffer (128) they are recounted.  Every
+    # answer equals the brute-force reference's.
+    rng = np.random.default_rng(n_full)
+    n_room = 30
+    lat = np.concatenate([rng.uniform(-0.002, 0.002, n_full), rng.uniform(-0.004, 0.004, n_room)])
+    lon = np.concatenate([rng.uniform(-0.002, 0.002, n_full), rng.uniform(-0.004, 0.004, n_room)])
+    cap = [0] * n_full + [3] * n_room
+    prio = rng.integers(0, 3, n_full + n_room).tolist()
+    ids = list(range(n_full + n_room))
+    rules = Rules(tie_tolerance_m=300.0)
+    d = Dispatcher(ids, lat, lon, capacity=cap, priority=prio, rules=rules)
+    ref = ReferenceDispatcher(ids, lat.tolist(), lon.tolist(), capacity=cap, priority=prio,
+                              tie_tolerance_m=300.0)
+    qlat, qlon = rng.uniform(-0.003, 0.003, 60), rng.uniform(-0.003, 0.003, 60)
+    res = d.assign_batch(qlat, qlon)
+    counts = []
+    for i in range(60):
+        e = ref.assign(float(qlat[i]), float(qlon[i]), i)
+        got = (int(res.leader_id[i]), int(res.n_full_nearer[i]), Outcome(res.outcome[i]).name)
+        assert got == (-1 if e.leader_id is None else e.leader_id, e.n_full_nearer, e.outcome), i
+        counts.append(e.n_full_nearer)
+    assert max(counts) > min(n_full, 128) // 2      # the case this test is about occurs
+
+
 def test_chosen_and_bound_refusals_in_order():
     d = Dispatcher([1, 2, 3], [0.001, 0.002, 0.5], [0, 0, 0], capacity=[1, 5, 5],
                    active=[True, False, True], bindings={"c1": 2, "c2": 99, "c3": 3},

@@ -378,18 +378,31 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
         off[2] = stack[top].off[2]
 
 
-cdef void best_tied(const State* s, const double* q, double bound, Pick* b) noexcept nogil:
-    """Among leaders with room within ``bound`` (squared chord), the first by tie keys."""
+cdef void best_tied(const State* s, const double* q, double bound, Pick* b,
+                    bint count) noexcept nogil:
+    """Among leaders with room within ``bound`` (squared chord), the first by tie keys.
+
+    With ``count``, the same walk also counts the full leaders strictly nearer
+    than that pick (all lie within the bound, as the pick does) into
+    ``b.n_full``, so no third walk is needed (``b.overflow``: more than the
+    buffer holds, to be recounted).
+    """
     cdef const Tree* t = s.t
     cdef Frame stack[MAX_DEPTH]
+    cdef double fd2[FULLBUF]      # distances of the full leaders seen
+    cdef intp nf = 0, i
     cdef intp top = 0, node = 0, p, end, near, far
     cdef int32_t d
     cdef double dx, dy, dz, d2, diff, rd = 0.0, nrd, old
     cdef double off[3]          # per-axis offsets to the planes crossed so far
     cdef const double* x
+    # subtrees worth a visit: with room, or, when counting, any active leader
+    cdef const int32_t* want = s.live if count else s.avail
     off[0] = 0.0
     off[1] = 0.0
     off[2] = 0.0
+    b.n_full = 0
+    b.overflow = False
     while True:
         while node < t.first_leaf:
             d = t.dim[node]
@@ -398,10 +411,10 @@ cdef void best_tied(const State* s, const double* q, double bound, Pick* b) noex
             far = 4 * node + 3 - near
             old = off[d]          # an index, not a branch: d is unpredictable
             nrd = rd - old * old + diff * diff
-            if s.avail[far] > 0 and nrd <= bound and nrd <= s.maxr2[far]:
+            if want[far] > 0 and nrd <= bound and nrd <= s.maxr2[far]:
                 push_frame(&stack[top], far, nrd, off, d, diff)
                 top += 1
-            if s.avail[near] > 0 and rd <= s.maxr2[near]:
+            if want[near] > 0 and rd <= s.maxr2[near]:
                 node = near
             else:
                 node = -1
@@ -411,18 +424,26 @@ cdef void best_tied(const State* s, const double* q, double bound, Pick* b) noex
             end = t.end[node]
             x = t.pts + 3 * p
             while p < end:
-                if s.ok[p]:
+                if s.ok[p] or (count and s.active[p]):
                     dx = q[0] - x[0]
                     dy = q[1] - x[1]
                     dz = q[2] - x[2]
                     d2 = dx * dx + dy * dy + dz * dz
                     if d2 <= bound and within(s, p, d2, q):
-                        if tie_less(s, p, b.pos) if b.pos >= 0 else True:
+                        if not s.ok[p]:
+                            if nf < FULLBUF:
+                                fd2[nf] = d2
+                                nf += 1
+                            else:
+                                b.overflow = True
+                        elif tie_less(s, p, b.pos) if b.pos >= 0 else True:
                             b.d2 = d2
                             b.pos = p
                 x += 3
                 p += 1
         if top == 0:
+            for i in range(nf):
+                b.n_full += fd2[i] < b.d2
             return
         top -= 1
         node = stack[top].node
@@ -563,8 +584,7 @@ cdef void decide(State* s, const double* q, intp chosen, intp bound_to,
             # everything within tie_tol metres of the best is tied
             r.read2 = with_slack(m_to_chord2(
                 chord2_to_m(b.d2, q, s.t.pts + 3 * b.pos) + s.tie_tol))
-            best_tied(s, q, r.read2, &b)
-            b.overflow = True
+            best_tied(s, q, r.read2, &b, True)
         if b.pos < 0:
             # no leader in range had room: every leader in range was read
             r.read2 = lim if s.plain or s.maxr2[0] > lim else with_slack(s.maxr2[0])
