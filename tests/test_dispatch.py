@@ -461,13 +461,14 @@ def test_tie_tolerance_groups_nearby_leaders():
     assert d.assign(0.0, 0.0).leader_id == 1
 
 
-@pytest.mark.parametrize("n_full", [3, 127, 128, 129, 400])
-def test_tie_tolerance_counts_full_leaders_in_the_tie_walk(n_full):
-    # Full leaders strictly nearer than the tie-break pick are counted by the
-    # walk that picks it; past its buffer (128) they are recounted.  Every
-    # answer equals the brute-force reference's.
-    rng = np.random.default_rng(n_full)
-    n_room = 30
+@pytest.mark.parametrize("n_full,n_room", [(3, 30), (127, 30), (128, 30), (129, 30),
+                                           (400, 30), (10, 100), (200, 300)])
+def test_tie_tolerance_counts_full_leaders_in_the_tie_walk(n_full, n_room):
+    # One walk out to the tie ball of the nearest picks among the tied and
+    # counts the full leaders strictly nearer than that pick; past its buffers
+    # (128 full leaders, 64 with room) the ball is walked again.  Every answer
+    # equals the brute-force reference's.
+    rng = np.random.default_rng(n_full + n_room)
     lat = np.concatenate([rng.uniform(-0.002, 0.002, n_full), rng.uniform(-0.004, 0.004, n_room)])
     lon = np.concatenate([rng.uniform(-0.002, 0.002, n_full), rng.uniform(-0.004, 0.004, n_room)])
     cap = [0] * n_full + [3] * n_room

@@ -187,6 +187,30 @@ cdef struct Pick:
     bint overflow          # more full leaders seen than the buffer holds: recount
 
 
+DEF TIEBUF = 64
+
+
+cdef struct Ties:
+    # With a tie tolerance, the leaders with room a walk meets within the tie
+    # ball of its nearest pick so far (the ball only shrinks as the pick
+    # improves): at the end, the first of them by tie keys is the answer.
+    double tol_c           # the tolerance as an angle (tol / R): a chord grows by at most that
+    double read2           # out: the tie ball of the nearest, squared chord (with slack)
+    intp n
+    bint overflow          # more than TIEBUF met: the caller walks the ball again
+    intp pos[TIEBUF]
+    double d2[TIEBUF]
+
+
+cdef inline double tie_bound(double d2, double tol_c, double cap) noexcept nogil:
+    """A squared chord that every leader within the tolerance of the nearest
+    (at d2) lies within: chord(a + t) <= chord(a) + t, with a margin for
+    rounding; the exact ball is worked out once, at the end."""
+    cdef double c = sqrt(d2) + tol_c
+    c = c * c * (1.0 + 1e-9) + 1e-300
+    return c if c < cap else cap
+
+
 cdef inline double scan_plain(const State* s, const double* q, intp p0, intp n, Pick* b,
                               double* bnd) noexcept nogil:
     """Scan leaders p0 .. p0+n-1 (no radius anywhere) for ``nearest_ok``;
@@ -251,8 +275,21 @@ cdef inline intp full_below(const State* s, const double* q, intp p0, intp n,
     return c
 
 
+cdef void tie_pick(const State* s, const double* q, Ties* tie, Pick* b) noexcept nogil:
+    """From the nearest (in b): the tie ball, and unless the walk met too many
+    leaders with room to keep them all, the first of them in it by tie keys."""
+    cdef intp i
+    tie.read2 = with_slack(m_to_chord2(chord2_to_m(b.d2, q, s.t.pts + 3 * b.pos) + s.tie_tol))
+    if tie.overflow:
+        return
+    for i in range(tie.n):
+        if tie.d2[i] <= tie.read2 and tie_less(s, tie.pos[i], b.pos):
+            b.pos = tie.pos[i]
+            b.d2 = tie.d2[i]
+
+
 cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
-                     bint count) noexcept nogil:
+                     bint count, Ties* tie) noexcept nogil:
     """Nearest leader with room inside its own and the global radius, into ``b``.
 
     Equal distances are ordered by the tie keys.  With ``count``, the same walk
@@ -264,6 +301,12 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
     in range, an order would otherwise walk every full leader in range; nation
     event at 0.8x capacity and 5 km: 5.7 s).  ``b.pos`` stays -1 if no leader
     qualifies.
+
+    With ``tie`` (a tie tolerance), the walk keeps going out to the tie ball
+    of its nearest pick, and ``b`` ends as the first leader by tie keys in the
+    ball of the nearest (``tie.read2``); the full leaders are counted against
+    that pick.  Unless ``tie.overflow``: then ``b`` is the nearest and the
+    caller picks among the tied (``best_tied``).
     """
     cdef const Tree* t = s.t
     cdef Frame stack[MAX_DEPTH + DEFER]
@@ -288,6 +331,9 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
     b.d2 = INFINITY
     b.n_full = 0
     b.overflow = False
+    if tie != NULL:
+        tie.n = 0
+        tie.overflow = False
     if s.avail[0] == 0:
         return
     # subtrees worth a visit: with room, or, when counting, any active leader
@@ -317,7 +363,7 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
             else:
                 node = -1
                 break
-        if node >= 0 and s.plain:
+        if node >= 0 and s.plain and tie == NULL:
             # a leaf whose nearest full leader lies within the bound may hold
             # full leaders nearer than the final pick: counted at the end
             lb = bnd
@@ -345,7 +391,15 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
                         if b.pos < 0 or ahead(s, q, d2, p, b.d2, b.pos):
                             b.d2 = d2
                             b.pos = p
-                            bnd = with_slack(d2)
+                            bnd = (with_slack(d2) if tie == NULL
+                                   else tie_bound(d2, tie.tol_c, bound))
+                        if tie != NULL:
+                            if tie.n < TIEBUF:
+                                tie.pos[tie.n] = p
+                                tie.d2[tie.n] = d2
+                                tie.n += 1
+                            else:
+                                tie.overflow = True
                     elif count:
                         if nf < FULLBUF:
                             fd2[nf] = d2
@@ -361,6 +415,8 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
                 top = n_later
                 n_later = 0
             if top == 0:
+                if tie != NULL and b.pos >= 0:
+                    tie_pick(s, q, tie, b)
                 for i in range(nf):
                     b.n_full += fd2[i] < b.d2
                 for i in range(nl):
@@ -552,6 +608,7 @@ cdef void decide(State* s, const double* q, intp chosen, intp bound_to,
     cdef int why
     cdef double d2, lim
     cdef Pick b
+    cdef Ties tie
     r.refusal = R_NONE
     r.n_full = 0
     r.pos = -1
@@ -578,13 +635,17 @@ cdef void decide(State* s, const double* q, intp chosen, intp bound_to,
                 r.refusal = R_BOUND_UNKNOWN + why
     if r.pos < 0:
         lim = with_slack(s.g2) if s.g2 < 4.0 else INFINITY
-        nearest_ok(s, q, lim, &b, s.tie_tol == 0.0)
-        r.read2 = with_slack(b.d2)
-        if b.pos >= 0 and s.tie_tol > 0.0:
-            # everything within tie_tol metres of the best is tied
-            r.read2 = with_slack(m_to_chord2(
-                chord2_to_m(b.d2, q, s.t.pts + 3 * b.pos) + s.tie_tol))
-            best_tied(s, q, r.read2, &b, True)
+        if s.tie_tol == 0.0:
+            nearest_ok(s, q, lim, &b, True, NULL)
+            r.read2 = with_slack(b.d2)
+        else:
+            # everything within tie_tol metres of the nearest is tied: one walk
+            # out to that ball picks among them (two when it met too many)
+            tie.tol_c = s.tie_tol / EARTH_R
+            nearest_ok(s, q, lim, &b, True, &tie)
+            r.read2 = tie.read2 if b.pos >= 0 else with_slack(b.d2)
+            if b.pos >= 0 and tie.overflow:
+                best_tied(s, q, r.read2, &b, True)
         if b.pos < 0:
             # no leader in range had room: every leader in range was read
             r.read2 = lim if s.plain or s.maxr2[0] > lim else with_slack(s.maxr2[0])
@@ -1039,7 +1100,7 @@ cdef class _DispatchCore:
         lim = with_slack(self.s.g2) if self.s.g2 < 4.0 else INFINITY
         try:
             for j in range(k):
-                nearest_ok(&self.s, q, lim, &b, False)
+                nearest_ok(&self.s, q, lim, &b, False, NULL)
                 if b.pos < 0:
                     break
                 idx[j] = self.tree.perm_v[b.pos]
