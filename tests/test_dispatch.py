@@ -489,6 +489,30 @@ def test_tie_tolerance_counts_full_leaders_in_the_tie_walk(n_full, n_room):
     assert max(counts) > min(n_full, 128) // 2      # the case this test is about occurs
 
 
+@pytest.mark.parametrize("n_other", [0, 1, 40])
+def test_global_radius_exactly_at_a_leaders_distance(n_other):
+    # A leader exactly at max_distance_m is in range; one ulp less and it is
+    # not (its squared chord then sits in the band where the metres decide).
+    # Other leaders farther away change nothing; full ones nearer are counted.
+    rng = np.random.default_rng(n_other)
+    lat = [0.01, 0.0, 0.0] + rng.uniform(0.05, 0.2, n_other).tolist()
+    lon = [0.01, 0.0, 0.0] + rng.uniform(0.05, 0.2, n_other).tolist()
+    ids = list(range(3 + n_other))
+    cap = [5, 0, 0] + [5] * n_other          # two full leaders at the order's own spot
+    q = (0.0, 0.0)
+    exact = Dispatcher(ids, lat, lon, capacity=cap).assign(*q).distance_m
+    for limit, want in ((exact, Outcome.SPILLOVER), (np.nextafter(exact, 0.0), Outcome.ALL_FULL),
+                        (np.nextafter(exact, np.inf), Outcome.SPILLOVER)):
+        d = Dispatcher(ids, lat, lon, capacity=cap, rules=Rules(max_distance_m=float(limit)))
+        one = d.assign(*q)
+        batch = Dispatcher(ids, lat, lon, capacity=cap,
+                           rules=Rules(max_distance_m=float(limit))).assign_batch([q[0]], [q[1]])
+        assert one.outcome == want and batch.outcome[0] == want, (limit, exact)
+        if want == Outcome.SPILLOVER:
+            assert one.leader_id == 0 and one.distance_m == exact and one.n_full_nearer == 2
+            assert tuple(batch[0])[1:] == tuple(one)[1:]
+
+
 def test_chosen_and_bound_refusals_in_order():
     d = Dispatcher([1, 2, 3], [0.001, 0.002, 0.5], [0, 0, 0], capacity=[1, 5, 5],
                    active=[True, False, True], bindings={"c1": 2, "c2": 99, "c3": 3},

@@ -63,6 +63,7 @@ cdef struct State:
     double gm              # global max distance in metres (inf: none)
     double tie_tol         # tie tolerance in metres
     bint plain             # no radius at all (global or own): every leader is in range
+    bint no_own_r          # no leader has a radius of its own (a global one may be set)
     int keys[3]
     int nkeys
     bint strict            # capacity enforced
@@ -213,7 +214,7 @@ cdef inline double tie_bound(double d2, double tol_c, double cap) noexcept nogil
 
 cdef inline double scan_plain(const State* s, const double* q, intp p0, intp n, Pick* b,
                               double* bnd) noexcept nogil:
-    """Scan leaders p0 .. p0+n-1 (no radius anywhere) for ``nearest_ok``;
+    """Scan leaders p0 .. p0+n-1 (no leader with a radius of its own) for ``nearest_ok``;
     returns the least distance of a full leader among them (inf: none).
 
     Which leaders are full, and which distance beats the bound, are coin flips
@@ -242,7 +243,10 @@ cdef inline double scan_plain(const State* s, const double* q, intp p0, intp n, 
         return mf
     thr = with_slack(m)
     if m2 > thr:
-        if b.pos < 0 or ahead(s, q, m, p0 + jm, b.d2, b.pos):
+        # with a global radius, the bound may let in a leader just past it (the
+        # rounding band): then every farther one here is past it too
+        if ((s.plain or within(s, p0 + jm, m, q))
+                and (b.pos < 0 or ahead(s, q, m, p0 + jm, b.d2, b.pos))):
             b.d2 = m
             b.pos = p0 + jm
             bnd[0] = thr
@@ -252,7 +256,7 @@ cdef inline double scan_plain(const State* s, const double* q, intp p0, intp n, 
         dy = q[1] - x[3 * j + 1]
         dz = q[2] - x[3 * j + 2]
         d2 = dx * dx + dy * dy + dz * dz
-        if d2 <= thr and ok[j]:
+        if d2 <= thr and ok[j] and (s.plain or within(s, p0 + j, d2, q)):
             if b.pos < 0 or ahead(s, q, d2, p0 + j, b.d2, b.pos):
                 b.d2 = d2
                 b.pos = p0 + j
@@ -363,7 +367,7 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
             else:
                 node = -1
                 break
-        if node >= 0 and s.plain and tie == NULL:
+        if node >= 0 and s.no_own_r and tie == NULL:
             # a leaf whose nearest full leader lies within the bound may hold
             # full leaders nearer than the final pick: counted at the end
             lb = bnd
@@ -847,7 +851,8 @@ cdef class _DispatchCore:
         self.s.gm = max_distance_m
         self.s.g2 = m_to_chord2(max_distance_m) if max_distance_m != INFINITY else INFINITY
         self.s.tie_tol = tie_tolerance_m
-        self.s.plain = self.s.g2 == INFINITY and bool(np.all(rm == np.inf))
+        self.s.no_own_r = bool(np.all(rm == np.inf))
+        self.s.plain = self.s.g2 == INFINITY and self.s.no_own_r
         self.s.nkeys = 0
         for key in tie_keys:
             self.s.keys[self.s.nkeys] = {"load": KEY_LOAD, "priority": KEY_PRIORITY,
