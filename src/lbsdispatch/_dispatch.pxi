@@ -195,7 +195,6 @@ cdef struct Ties:
     # With a tie tolerance, the leaders with room a walk meets within the tie
     # ball of its nearest pick so far (the ball only shrinks as the pick
     # improves): at the end, the first of them by tie keys is the answer.
-    double tol_c           # the tolerance as an angle (tol / R): a chord grows by at most that
     double read2           # out: the tie ball of the nearest, squared chord (with slack)
     intp n
     bint overflow          # more than TIEBUF met: the caller walks the ball again
@@ -205,8 +204,9 @@ cdef struct Ties:
 
 cdef inline double tie_bound(double d2, double tol_c, double cap) noexcept nogil:
     """A squared chord that every leader within the tolerance of the nearest
-    (at d2) lies within: chord(a + t) <= chord(a) + t, with a margin for
-    rounding; the exact ball is worked out once, at the end."""
+    (at d2) lies within: chord(a + t) <= chord(a) + t (``tol_c``: the
+    tolerance as an angle, tol / R), with a margin for rounding; the exact
+    ball is worked out once, at the end."""
     cdef double c = sqrt(d2) + tol_c
     c = c * c * (1.0 + 1e-9) + 1e-300
     return c if c < cap else cap
@@ -396,7 +396,7 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
                             b.d2 = d2
                             b.pos = p
                             bnd = (with_slack(d2) if tie == NULL
-                                   else tie_bound(d2, tie.tol_c, bound))
+                                   else tie_bound(d2, s.tie_tol / EARTH_R, bound))
                         if tie != NULL:
                             if tie.n < TIEBUF:
                                 tie.pos[tie.n] = p
@@ -438,15 +438,11 @@ cdef void nearest_ok(const State* s, const double* q, double bound, Pick* b,
         off[2] = stack[top].off[2]
 
 
-cdef void best_tied(const State* s, const double* q, double bound, Pick* b,
-                    bint count) noexcept nogil:
-    """Among leaders with room within ``bound`` (squared chord), the first by tie keys.
-
-    With ``count``, the same walk also counts the full leaders strictly nearer
-    than that pick (all lie within the bound, as the pick does) into
-    ``b.n_full``, so no third walk is needed (``b.overflow``: more than the
-    buffer holds, to be recounted).
-    """
+cdef void best_tied(const State* s, const double* q, double bound, Pick* b) noexcept nogil:
+    """Among leaders with room within ``bound`` (squared chord), the first by tie
+    keys; the same walk counts the full leaders strictly nearer than that pick
+    (all lie within the bound, as the pick does) into ``b.n_full``
+    (``b.overflow``: more than the buffer holds, to be recounted)."""
     cdef const Tree* t = s.t
     cdef Frame stack[MAX_DEPTH]
     cdef double fd2[FULLBUF]      # distances of the full leaders seen
@@ -456,8 +452,6 @@ cdef void best_tied(const State* s, const double* q, double bound, Pick* b,
     cdef double dx, dy, dz, d2, diff, rd = 0.0, nrd, old
     cdef double off[3]          # per-axis offsets to the planes crossed so far
     cdef const double* x
-    # subtrees worth a visit: with room, or, when counting, any active leader
-    cdef const int32_t* want = s.live if count else s.avail
     off[0] = 0.0
     off[1] = 0.0
     off[2] = 0.0
@@ -471,10 +465,11 @@ cdef void best_tied(const State* s, const double* q, double bound, Pick* b,
             far = 4 * node + 3 - near
             old = off[d]          # an index, not a branch: d is unpredictable
             nrd = rd - old * old + diff * diff
-            if want[far] > 0 and nrd <= bound and nrd <= s.maxr2[far]:
+            # subtrees with any active leader: full ones are counted
+            if s.live[far] > 0 and nrd <= bound and nrd <= s.maxr2[far]:
                 push_frame(&stack[top], far, nrd, off, d, diff)
                 top += 1
-            if want[near] > 0 and rd <= s.maxr2[near]:
+            if s.live[near] > 0 and rd <= s.maxr2[near]:
                 node = near
             else:
                 node = -1
@@ -484,7 +479,7 @@ cdef void best_tied(const State* s, const double* q, double bound, Pick* b,
             end = t.end[node]
             x = t.pts + 3 * p
             while p < end:
-                if s.ok[p] or (count and s.active[p]):
+                if s.active[p]:
                     dx = q[0] - x[0]
                     dy = q[1] - x[1]
                     dz = q[2] - x[2]
@@ -645,11 +640,11 @@ cdef void decide(State* s, const double* q, intp chosen, intp bound_to,
         else:
             # everything within tie_tol metres of the nearest is tied: one walk
             # out to that ball picks among them (two when it met too many)
-            tie.tol_c = s.tie_tol / EARTH_R
             nearest_ok(s, q, lim, &b, True, &tie)
-            r.read2 = tie.read2 if b.pos >= 0 else with_slack(b.d2)
-            if b.pos >= 0 and tie.overflow:
-                best_tied(s, q, r.read2, &b, True)
+            if b.pos >= 0:
+                r.read2 = tie.read2
+                if tie.overflow:
+                    best_tied(s, q, r.read2, &b)
         if b.pos < 0:
             # no leader in range had room: every leader in range was read
             r.read2 = lim if s.plain or s.maxr2[0] > lim else with_slack(s.maxr2[0])
